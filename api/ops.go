@@ -1,0 +1,68 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+type readyStatus struct {
+	Status string            `json:"status"`
+	Checks map[string]string `json:"checks"`
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	res := readyStatus{Status: "ok", Checks: map[string]string{}}
+	status := http.StatusOK
+	for name, err := range s.Ready(ctx) {
+		res.Checks[name] = "ok"
+		if err != nil {
+			res.Checks[name] = err.Error()
+			res.Status = "unavailable"
+			status = http.StatusServiceUnavailable
+		}
+	}
+	writeJSON(w, status, res)
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(s.OpenAPI)
+}
+
+type infoLimits struct {
+	MaxPayloadBytes     int   `json:"max_payload_bytes"`
+	WarnPayloadBytes    int   `json:"warn_payload_bytes"`
+	MaxBatchSize        int   `json:"max_batch_size"`
+	MaxWaitMS           int64 `json:"max_wait_ms"`
+	LeaseDurationMS     int64 `json:"lease_duration_ms"`
+	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
+}
+
+type infoResponse struct {
+	Version    string     `json:"version"`
+	APIVersion string     `json:"api_version"`
+	Limits     infoLimits `json:"limits"`
+}
+
+func (s *Server) info(w http.ResponseWriter, r *http.Request) {
+	l := s.Limits
+	writeJSON(w, http.StatusOK, infoResponse{
+		Version:    s.Version,
+		APIVersion: "v1",
+		Limits: infoLimits{
+			MaxPayloadBytes:     l.Payload.MaxBytes,
+			WarnPayloadBytes:    l.Payload.WarnBytes,
+			MaxBatchSize:        l.MaxBatch,
+			MaxWaitMS:           l.MaxWait.Milliseconds(),
+			LeaseDurationMS:     l.LeaseDuration.Milliseconds(),
+			HeartbeatIntervalMS: l.HeartbeatInterval.Milliseconds(),
+		},
+	})
+}

@@ -1,0 +1,215 @@
+// Package api is Kagzi's HTTP layer: the chi router, strict JSON decoding
+// through size caps, and problem+json errors from one table. Handlers are
+// thin: decode, validate, call one method, encode.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/kagzi/kagzi/domain"
+)
+
+// Limits are the configurable limits the API enforces and reports.
+type Limits struct {
+	Payload           domain.PayloadLimits
+	MaxBatch          int
+	MaxBatchBytes     int64
+	MaxWait           time.Duration
+	LeaseDuration     time.Duration
+	HeartbeatInterval time.Duration
+}
+
+// singleBodyLimit is the cap on a request body that carries one payload.
+func (l Limits) singleBodyLimit() int64 { return int64(l.Payload.MaxBytes) + 64<<10 }
+
+// WorkflowStore is what the workflow endpoints need of storage.
+type WorkflowStore interface {
+	StartRun(ctx context.Context, namespace string, n domain.NewRun) (domain.Run, bool, error)
+	StartRuns(ctx context.Context, namespace string, items []domain.NewRun) ([]domain.StartResult, error)
+	GetRun(ctx context.Context, namespace, runID string) (domain.Run, error)
+	ListRuns(ctx context.Context, f domain.RunFilter) ([]domain.Run, string, error)
+	CancelRun(ctx context.Context, namespace, runID string) (domain.Run, error)
+	ListSteps(ctx context.Context, namespace, runID string) ([]domain.Step, error)
+}
+
+// RunWatcher tells when a run may have become terminal.
+type RunWatcher interface {
+	// WatchRun returns a channel that is closed when runID may have become
+	// terminal, and a function that stops watching.
+	WatchRun(runID string) (<-chan struct{}, func())
+}
+
+// ReadyCheck reports each dependency's state: nil when it is fine.
+type ReadyCheck func(ctx context.Context) map[string]error
+
+// Config is what the server is built from.
+type Config struct {
+	Version   string
+	Limits    Limits
+	Logger    *slog.Logger
+	Workflows WorkflowStore
+	Watcher   RunWatcher
+	Ready     ReadyCheck
+	Metrics   http.Handler
+	OpenAPI   []byte
+}
+
+// Server serves the Kagzi HTTP API.
+type Server struct {
+	Config
+	logger *slog.Logger
+	router chi.Router
+}
+
+// New returns the server for cfg.
+func New(cfg Config) *Server {
+	s := &Server{Config: cfg, logger: cfg.Logger.With("component", "api")}
+	s.router = s.routes()
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// Router returns the chi router, for tests that walk the routes.
+func (s *Server) Router() chi.Routes { return s.router }
+
+// handlerFunc is a handler that returns its error for one place to write.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) h(fn handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
+
+func (s *Server) routes() chi.Router {
+	r := chi.NewRouter()
+	r.Use(s.recoverer)
+	r.NotFound(s.h(func(w http.ResponseWriter, r *http.Request) error {
+		return domain.Errorf(domain.CodeNotFound, "no route for %s", r.URL.Path)
+	}))
+	r.MethodNotAllowed(s.h(func(w http.ResponseWriter, r *http.Request) error {
+		return domain.Errorf(domain.CodeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path)
+	}))
+
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Get("/openapi.yaml", s.openapi)
+	if s.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", s.Metrics)
+	}
+	r.Route("/v1", func(r chi.Router) {
+		r.Get("/info", s.info)
+		r.Route("/namespaces/{namespace}", func(r chi.Router) {
+			r.Use(s.validNamespace)
+			r.Route("/workflows", func(r chi.Router) {
+				r.Post("/", s.h(s.startWorkflow))
+				r.Get("/", s.h(s.listWorkflows))
+				r.Post("/batch", s.h(s.startWorkflows))
+				r.Route("/{run_id}", func(r chi.Router) {
+					r.Use(s.validUUIDParam("run_id"))
+					r.Get("/", s.h(s.getWorkflow))
+					r.Post("/cancel", s.h(s.cancelWorkflow))
+					r.Get("/steps", s.h(s.listSteps))
+				})
+			})
+		})
+	})
+	return r
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.logger.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+				s.writeError(w, r, domain.Errorf(domain.CodeInternal, "panic"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) validNamespace(next http.Handler) http.Handler {
+	return s.h(func(w http.ResponseWriter, r *http.Request) error {
+		if err := domain.ValidateIdent("namespace", chi.URLParam(r, "namespace")); err != nil {
+			return err
+		}
+		next.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+func (s *Server) validUUIDParam(name string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return s.h(func(w http.ResponseWriter, r *http.Request) error {
+			if err := domain.ValidateUUID(name, chi.URLParam(r, name)); err != nil {
+				return err
+			}
+			next.ServeHTTP(w, r)
+			return nil
+		})
+	}
+}
+
+// query reads a request's query parameters and rejects any it does not
+// know, so that a typo in a filter never passes silently.
+type query struct {
+	values url.Values
+	known  map[string]bool
+}
+
+func newQuery(r *http.Request, known ...string) (query, error) {
+	q := query{values: r.URL.Query(), known: map[string]bool{}}
+	for _, k := range known {
+		q.known[k] = true
+	}
+	for k := range q.values {
+		if !q.known[k] {
+			return q, domain.Invalid(k, "is not a known query parameter")
+		}
+	}
+	return q, nil
+}
+
+func (q query) get(name string) string { return q.values.Get(name) }
+
+// int reads an integer parameter within [min, max], or def when absent.
+func (q query) int(name string, def, min, max int64) (int64, error) {
+	v := q.values.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < min || n > max {
+		return 0, domain.Invalid(name, "must be an integer between %d and %d", min, max)
+	}
+	return n, nil
+}
+
+// page reads limit and cursor.
+func (q query) page() (domain.Page, error) {
+	limit, err := q.int("limit", domain.DefaultPageLimit, 1, domain.MaxPageLimit)
+	if err != nil {
+		return domain.Page{}, err
+	}
+	p := domain.Page{Limit: int(limit)}
+	if c := q.get("cursor"); c != "" {
+		if p.After, err = decodeCursor(c); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}

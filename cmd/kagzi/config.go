@@ -1,0 +1,139 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/kagzi/kagzi/api"
+	"github.com/kagzi/kagzi/domain"
+)
+
+// envPrefix is the prefix of every variable Kagzi reads.
+const envPrefix = "KAGZI"
+
+// Config is every setting, read from KAGZI_* environment variables only.
+type Config struct {
+	DatabaseURL         string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/kagzi?sslmode=disable" desc:"PostgreSQL URL; serve creates the database when it is missing and the role may"`
+	HTTPAddr            string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP server listens on"`
+	AutoMigrate         bool          `envconfig:"AUTO_MIGRATE" default:"true" desc:"apply pending migrations when serve starts"`
+	DBMaxConns          int32         `envconfig:"DB_MAX_CONNS" default:"20" desc:"size of the connection pool"`
+	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat           string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
+	PayloadMaxBytes     int           `envconfig:"PAYLOAD_MAX_BYTES" default:"2097152" desc:"largest input or output, in bytes"`
+	PayloadWarnBytes    int           `envconfig:"PAYLOAD_WARN_BYTES" default:"1048576" desc:"payloads above this are accepted and logged"`
+	MaxBatch            int           `envconfig:"MAX_BATCH" default:"1000" desc:"most runs in one batch start"`
+	MaxBatchBytes       int64         `envconfig:"MAX_BATCH_BYTES" default:"33554432" desc:"largest batch request body, in bytes"`
+	MaxWaitMS           int64         `envconfig:"MAX_WAIT_MS" default:"60000" desc:"longest long-poll (claim, wait for a run), in ms"`
+	LeaseDurationMS     int64         `envconfig:"LEASE_DURATION_MS" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
+	HeartbeatIntervalMS int64         `envconfig:"HEARTBEAT_INTERVAL_MS" default:"10000" desc:"interval workers are told to heartbeat at, in ms"`
+	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"how long shutdown waits for requests in flight"`
+}
+
+// loadConfig reads the environment. A bad value is an error naming its
+// variable.
+func loadConfig() (Config, error) {
+	var c Config
+	if err := envconfig.Process(envPrefix, &c); err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	positive := []struct {
+		name string
+		v    int64
+	}{
+		{"DB_MAX_CONNS", int64(c.DBMaxConns)},
+		{"PAYLOAD_MAX_BYTES", int64(c.PayloadMaxBytes)},
+		{"MAX_BATCH", int64(c.MaxBatch)},
+		{"MAX_BATCH_BYTES", c.MaxBatchBytes},
+		{"LEASE_DURATION_MS", c.LeaseDurationMS},
+		{"HEARTBEAT_INTERVAL_MS", c.HeartbeatIntervalMS},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			return fmt.Errorf("%s_%s must be positive, not %d", envPrefix, p.name, p.v)
+		}
+	}
+	switch {
+	case c.PayloadWarnBytes < 0 || c.PayloadWarnBytes > c.PayloadMaxBytes:
+		return fmt.Errorf("%s_PAYLOAD_WARN_BYTES must be between 0 and %s_PAYLOAD_MAX_BYTES (%d), not %d", envPrefix, envPrefix, c.PayloadMaxBytes, c.PayloadWarnBytes)
+	case c.MaxBatchBytes < int64(c.PayloadMaxBytes):
+		return fmt.Errorf("%s_MAX_BATCH_BYTES must be at least %s_PAYLOAD_MAX_BYTES (%d), not %d", envPrefix, envPrefix, c.PayloadMaxBytes, c.MaxBatchBytes)
+	case c.MaxWaitMS < 0:
+		return fmt.Errorf("%s_MAX_WAIT_MS must not be negative, not %d", envPrefix, c.MaxWaitMS)
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("%s_SHUTDOWN_TIMEOUT must be positive, not %s", envPrefix, c.ShutdownTimeout)
+	}
+	if _, err := c.logLevel(); err != nil {
+		return err
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fmt.Errorf("%s_LOG_FORMAT must be json or text, not %q", envPrefix, c.LogFormat)
+	}
+	return nil
+}
+
+func (c Config) logLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return l, fmt.Errorf("%s_LOG_LEVEL must be debug, info, warn or error, not %q", envPrefix, c.LogLevel)
+	}
+	return l, nil
+}
+
+func (c Config) logger(w io.Writer) *slog.Logger {
+	level, _ := c.logLevel()
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func ms(n int64) time.Duration { return time.Duration(n) * time.Millisecond }
+
+func (c Config) limits() api.Limits {
+	return api.Limits{
+		Payload:           domain.PayloadLimits{MaxBytes: c.PayloadMaxBytes, WarnBytes: c.PayloadWarnBytes},
+		MaxBatch:          c.MaxBatch,
+		MaxBatchBytes:     c.MaxBatchBytes,
+		MaxWait:           ms(c.MaxWaitMS),
+		LeaseDuration:     ms(c.LeaseDurationMS),
+		HeartbeatInterval: ms(c.HeartbeatIntervalMS),
+	}
+}
+
+// printEnvHelp lists every variable with its default and meaning.
+func printEnvHelp(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	_ = envconfig.Usagef(envPrefix, &Config{}, tw, "{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}")
+	tw.Flush()
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, strings.TrimLeft(`
+kagzi — a durable workflow engine on PostgreSQL
+
+Usage:
+  kagzi [serve]              serve the HTTP API (the default)
+  kagzi migrate up           apply every pending migration
+  kagzi migrate down N       roll back N migrations
+  kagzi migrate version      print the schema version
+  kagzi migrate force V      record version V without running anything
+  kagzi help                 this text
+
+Configuration is read from the environment only:
+
+`, "\n"))
+	printEnvHelp(w)
+}
+

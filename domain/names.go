@@ -1,0 +1,76 @@
+package domain
+
+import (
+	"regexp"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
+)
+
+var identRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// DefaultName is the usual namespace and task queue.
+const DefaultName = "default"
+
+// MaxNameBytes bounds workflow types, step names and external IDs.
+const MaxNameBytes = 256
+
+// ValidateIdent checks a namespace or task queue name.
+func ValidateIdent(field, s string) error {
+	if !identRE.MatchString(s) {
+		return Invalid(field, "must match %s, got %q", identRE.String(), s)
+	}
+	return nil
+}
+
+// ValidateName checks a workflow type, step name or external ID: 1 to 256
+// bytes of UTF-8 with no control characters.
+func ValidateName(field, s string) error {
+	switch {
+	case s == "":
+		return Invalid(field, "must not be empty")
+	case len(s) > MaxNameBytes:
+		return Invalid(field, "is %d bytes; the limit is %d", len(s), MaxNameBytes)
+	case !utf8.ValidString(s):
+		return Invalid(field, "is not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return Invalid(field, "must not contain control characters")
+		}
+	}
+	return nil
+}
+
+// ValidateUUID checks that s is a UUID in its canonical text form.
+func ValidateUUID(field, s string) error {
+	if !IsUUID(s) {
+		return Invalid(field, "must be a UUID, got %q", s)
+	}
+	return nil
+}
+
+// IsUUID reports whether s is a UUID in its canonical 8-4-4-4-12 form.
+func IsUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func isControl(r rune) bool { return unicode.IsControl(r) }

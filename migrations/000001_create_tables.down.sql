@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS schedules, task_queues, workers, workflow_steps, workflow_runs;

@@ -1,0 +1,6 @@
+-- Online-safe: built CONCURRENTLY, so writes to the table go on while it is
+-- built. The first statement removes what a failed earlier build of this
+-- migration left behind (an INVALID index), so a retry starts clean.
+DROP INDEX CONCURRENTLY IF EXISTS workflow_runs_namespace_idx;
+CREATE INDEX CONCURRENTLY workflow_runs_namespace_idx
+    ON workflow_runs (namespace, run_id);

@@ -1,0 +1,17 @@
+// Package migrations holds Kagzi's schema as golang-migrate SQL files,
+// embedded into the binary.
+//
+// Files run in multi-statement mode: each statement is sent on its own, so
+// a file can hold a DROP INDEX CONCURRENTLY followed by a CREATE INDEX
+// CONCURRENTLY (neither may run in a transaction), and a file that must be
+// atomic says BEGIN and COMMIT itself. Every index on a table that may
+// already hold rows is built CONCURRENTLY in a file of its own, and its
+// first statement drops the INVALID index a failed earlier build left.
+package migrations
+
+import "embed"
+
+// FS holds the migration files.
+//
+//go:embed *.sql
+var FS embed.FS

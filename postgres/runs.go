@@ -1,0 +1,325 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kagzi/kagzi/domain"
+)
+
+// runColumns are the columns of a run without its payloads, in the order
+// scanRun reads them.
+const runColumns = `run_id, namespace, task_queue, workflow_type, external_id, version, status,
+	error, attempt, retry_policy, worker_id, lease_expires_at, available_at, created_at,
+	started_at, finished_at`
+
+// runColumnsWithPayload adds input and output.
+const runColumnsWithPayload = runColumns + `, input, output`
+
+func runDest(r *domain.Run) []any {
+	return []any{&r.RunID, &r.Namespace, &r.TaskQueue, &r.WorkflowType, &r.ExternalID, &r.Version,
+		&r.Status, &r.Error, &r.Attempt, &r.RetryPolicy, &r.WorkerID, &r.LeaseExpiresAt,
+		&r.AvailableAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt}
+}
+
+func normalizeRun(r *domain.Run) {
+	utc(&r.AvailableAt)
+	utc(&r.CreatedAt)
+	r.LeaseExpiresAt = utcp(r.LeaseExpiresAt)
+	r.StartedAt = utcp(r.StartedAt)
+	r.FinishedAt = utcp(r.FinishedAt)
+	if r.RetryPolicy.NonRetryableErrorTypes == nil {
+		r.RetryPolicy.NonRetryableErrorTypes = []string{}
+	}
+}
+
+// scanRun reads runColumns, followed by extra, into r.
+func scanRun(row pgx.Row, r *domain.Run, extra ...any) error {
+	if err := row.Scan(append(runDest(r), extra...)...); err != nil {
+		return err
+	}
+	normalizeRun(r)
+	return nil
+}
+
+// withPayload is the extra destinations for runColumnsWithPayload.
+func withPayload(r *domain.Run) []any { return []any{&r.Input, &r.Output} }
+
+// fillPayload makes the full view always carry both payloads: a run that
+// has no output yet reads as JSON null.
+func fillPayload(r *domain.Run) {
+	if r.Input == nil {
+		r.Input = json.RawMessage("null")
+	}
+	if r.Output == nil {
+		r.Output = json.RawMessage("null")
+	}
+}
+
+func queueKey(namespace, queue string) string { return "q:" + namespace + "/" + queue }
+
+const startRunSQL = `
+WITH ins AS (
+	INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, external_id, version,
+		status, input, retry_policy, available_at)
+	VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8,
+		COALESCE($9, now() + $10 * interval '1 millisecond'))
+	ON CONFLICT (namespace, external_id)
+		WHERE external_id IS NOT NULL AND status IN ('pending', 'sleeping', 'running')
+		DO NOTHING
+	RETURNING ` + runColumns + `
+)
+SELECT ins.*, pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM ins`
+
+const liveRunByExternalIDSQL = `
+SELECT ` + runColumns + ` FROM workflow_runs
+WHERE namespace = $1 AND external_id = $2 AND status IN ('pending', 'sleeping', 'running')`
+
+// StartRun creates a run, or, when a live run of the namespace already has
+// the same external ID, returns that one with created false. The unique
+// index decides between concurrent identical starts.
+func (s *Store) StartRun(ctx context.Context, namespace string, n domain.NewRun) (run domain.Run, created bool, err error) {
+	for {
+		row := s.pool.QueryRow(ctx, startRunSQL, newID(), namespace, n.TaskQueue, n.WorkflowType,
+			n.ExternalID, n.Version, n.Input, n.RetryPolicy, n.StartAt, n.StartDelay.Milliseconds())
+		err = scanRun(row, &run, nil)
+		if err == nil {
+			return run, true, nil
+		}
+		if err != pgx.ErrNoRows {
+			return run, false, fmt.Errorf("start run: %w", translate(err))
+		}
+		// The insert conflicted: a live run holds the external ID. Read it;
+		// if it became terminal meanwhile, the insert can now succeed.
+		err = scanRun(s.pool.QueryRow(ctx, liveRunByExternalIDSQL, namespace, *n.ExternalID), &run)
+		if err == nil {
+			return run, false, nil
+		}
+		if err != pgx.ErrNoRows {
+			return run, false, fmt.Errorf("read run by external id: %w", translate(err))
+		}
+	}
+}
+
+// StartResult is the outcome of one item of a batch start.
+type StartResult = domain.StartResult
+
+const startBatchSQL = `
+INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, external_id, version,
+	status, input, retry_policy, available_at)
+SELECT b.run_id, $1, b.task_queue, b.workflow_type, b.external_id, b.version, 'pending',
+	b.input::json, b.retry_policy::jsonb, COALESCE(b.start_at, now() + b.delay_ms * interval '1 millisecond')
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+	$9::timestamptz[], $10::bigint[])
+	AS b(run_id, task_queue, workflow_type, external_id, version, input, retry_policy, start_at, delay_ms)
+ON CONFLICT (namespace, external_id)
+	WHERE external_id IS NOT NULL AND status IN ('pending', 'sleeping', 'running')
+	DO NOTHING
+RETURNING run_id`
+
+const notifyQueuesSQL = `
+SELECT pg_notify('` + Channel + `', 'q:' || $1 || '/' || q) FROM unnest($2::text[]) AS q`
+
+const liveRunsByExternalIDSQL = `
+SELECT external_id, run_id, status FROM workflow_runs
+WHERE namespace = $1 AND external_id = ANY($2) AND status IN ('pending', 'sleeping', 'running')`
+
+// StartRuns creates the runs of a batch in one transaction: all or none.
+// Items whose external ID is held by a live run (or by an earlier item of
+// the batch) are not created and report that run. Results are in request
+// order, and each queue is notified once.
+func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.NewRun) ([]domain.StartResult, error) {
+	n := len(items)
+	ids := make([]string, n)
+	queues, types := make([]string, n), make([]string, n)
+	externalIDs, versions := make([]*string, n), make([]*string, n)
+	inputs, policies := make([]string, n), make([]string, n)
+	startAts, delays := make([]*time.Time, n), make([]int64, n)
+	distinctQueues := map[string]bool{}
+	var queueList []string
+	for i, it := range items {
+		ids[i] = newID()
+		queues[i], types[i] = it.TaskQueue, it.WorkflowType
+		externalIDs[i], versions[i] = it.ExternalID, it.Version
+		inputs[i] = string(it.Input)
+		p, err := json.Marshal(it.RetryPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("encode retry policy: %w", err)
+		}
+		policies[i] = string(p)
+		startAts[i], delays[i] = it.StartAt, it.StartDelay.Milliseconds()
+		if !distinctQueues[it.TaskQueue] {
+			distinctQueues[it.TaskQueue] = true
+			queueList = append(queueList, it.TaskQueue)
+		}
+	}
+
+	results := make([]domain.StartResult, n)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, startBatchSQL, namespace, ids, queues, types, externalIDs,
+			versions, inputs, policies, startAts, delays)
+		if err != nil {
+			return err
+		}
+		inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		created := make(map[string]bool, len(inserted))
+		for _, id := range inserted {
+			created[id] = true
+		}
+		var conflicted []string
+		for i := range items {
+			if created[ids[i]] {
+				results[i] = domain.StartResult{RunID: ids[i], Status: domain.RunPending}
+			} else {
+				conflicted = append(conflicted, *externalIDs[i])
+			}
+		}
+		if len(conflicted) > 0 {
+			rows, err := tx.Query(ctx, liveRunsByExternalIDSQL, namespace, conflicted)
+			if err != nil {
+				return err
+			}
+			live := map[string]domain.StartResult{}
+			var ext string
+			var res domain.StartResult
+			_, err = pgx.ForEachRow(rows, []any{&ext, &res.RunID, &res.Status}, func() error {
+				live[ext] = domain.StartResult{RunID: res.RunID, Status: res.Status, AlreadyExists: true}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for i := range items {
+				if created[ids[i]] {
+					continue
+				}
+				res, ok := live[*externalIDs[i]]
+				if !ok {
+					// Held by a run that finished after our insert saw it:
+					// a rare race, and retrying the batch resolves it.
+					return fmt.Errorf("%w: external_id %q changed hands during the batch; retry", domain.ErrConflict, *externalIDs[i])
+				}
+				results[i] = res
+			}
+		}
+		if len(inserted) > 0 {
+			_, err = tx.Exec(ctx, notifyQueuesSQL, namespace, queueList)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start batch: %w", translate(err))
+	}
+	return results, nil
+}
+
+const getRunSQL = `SELECT ` + runColumnsWithPayload + ` FROM workflow_runs WHERE namespace = $1 AND run_id = $2`
+
+// GetRun returns a run with its input and output.
+func (s *Store) GetRun(ctx context.Context, namespace, runID string) (domain.Run, error) {
+	var run domain.Run
+	if err := scanRun(s.pool.QueryRow(ctx, getRunSQL, namespace, runID), &run, withPayload(&run)...); err != nil {
+		return run, fmt.Errorf("get run %s: %w", runID, notFound(translate(err), "run %s not found", runID))
+	}
+	fillPayload(&run)
+	return run, nil
+}
+
+// ListRuns returns a page of runs, newest first, and the key after which
+// the next page starts ("" on the last page).
+func (s *Store) ListRuns(ctx context.Context, f domain.RunFilter) ([]domain.Run, string, error) {
+	// The query is built from the filters present rather than written with
+	// "$n IS NULL OR ..." so that the planner sees each shape as it is and
+	// picks the index that fits it.
+	where := []string{"namespace = $1"}
+	args := []any{f.Namespace}
+	add := func(cond string, arg any) {
+		args = append(args, arg)
+		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+	}
+	if len(f.Statuses) > 0 {
+		statuses := make([]string, len(f.Statuses))
+		for i, st := range f.Statuses {
+			statuses[i] = string(st)
+		}
+		add("status = ANY(?)", statuses)
+	}
+	if f.TaskQueue != "" {
+		add("task_queue = ?", f.TaskQueue)
+	}
+	if f.WorkflowType != "" {
+		add("workflow_type = ?", f.WorkflowType)
+	}
+	if f.ExternalID != "" {
+		add("external_id = ?", f.ExternalID)
+	}
+	if f.Page.After != "" {
+		add("run_id < ?", f.Page.After)
+	}
+	args = append(args, f.Page.Limit+1)
+	sql := `SELECT ` + runColumns + ` FROM workflow_runs WHERE ` + strings.Join(where, " AND ") +
+		` ORDER BY run_id DESC LIMIT $` + strconv.Itoa(len(args))
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list runs: %w", translate(err))
+	}
+	runs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (domain.Run, error) {
+		var r domain.Run
+		return r, scanRun(row, &r)
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list runs: %w", translate(err))
+	}
+	return nextPage(runs, f.Page.Limit, func(r domain.Run) string { return r.RunID })
+}
+
+// nextPage trims the extra row a list query fetched to learn whether
+// another page follows, and returns the key the next page starts after.
+func nextPage[T any](items []T, limit int, key func(T) string) ([]T, string, error) {
+	if len(items) <= limit {
+		return items, "", nil
+	}
+	items = items[:limit]
+	return items, key(items[limit-1]), nil
+}
+
+const cancelRunSQL = `
+WITH c AS (
+	UPDATE workflow_runs
+	SET status = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL
+	WHERE namespace = $1 AND run_id = $2 AND status IN ('pending', 'sleeping', 'running')
+	RETURNING ` + runColumnsWithPayload + `
+)
+SELECT c.*, pg_notify('` + Channel + `', 'r:' || run_id) FROM c`
+
+// CancelRun cancels a live run. Cancelling a cancelled run returns it as
+// it is; a completed or failed run is a conflict.
+func (s *Store) CancelRun(ctx context.Context, namespace, runID string) (domain.Run, error) {
+	var run domain.Run
+	err := scanRun(s.pool.QueryRow(ctx, cancelRunSQL, namespace, runID), &run, &run.Input, &run.Output, nil)
+	if err == nil {
+		fillPayload(&run)
+		return run, nil
+	}
+	if err != pgx.ErrNoRows {
+		return run, fmt.Errorf("cancel run %s: %w", runID, translate(err))
+	}
+	run, err = s.GetRun(ctx, namespace, runID)
+	switch {
+	case err != nil:
+		return run, err
+	case run.Status == domain.RunCancelled:
+		return run, nil
+	default:
+		return run, domain.Errorf(domain.CodeConflict, "run %s is %s and cannot be cancelled", runID, run.Status)
+	}
+}
