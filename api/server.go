@@ -55,22 +55,28 @@ type Config struct {
 	Limits    Limits
 	Logger    *slog.Logger
 	Workflows WorkflowStore
+	Execution ExecutionStore
+	Workers   WorkerStore
+	Claimer   Claimer
 	Watcher   RunWatcher
 	Ready     ReadyCheck
-	Metrics   http.Handler
-	OpenAPI   []byte
+	// Metrics serves /metrics; RunMetrics records the API's own counters.
+	Metrics    http.Handler
+	RunMetrics *Metrics
+	OpenAPI    []byte
 }
 
 // Server serves the Kagzi HTTP API.
 type Server struct {
 	Config
-	logger *slog.Logger
-	router chi.Router
+	logger  *slog.Logger
+	metrics *Metrics
+	router  chi.Router
 }
 
 // New returns the server for cfg.
 func New(cfg Config) *Server {
-	s := &Server{Config: cfg, logger: cfg.Logger.With("component", "api")}
+	s := &Server{Config: cfg, logger: cfg.Logger.With("component", "api"), metrics: cfg.RunMetrics}
 	s.router = s.routes()
 	return s
 }
@@ -120,6 +126,27 @@ func (s *Server) routes() chi.Router {
 					r.Get("/", s.h(s.getWorkflow))
 					r.Post("/cancel", s.h(s.cancelWorkflow))
 					r.Get("/steps", s.h(s.listSteps))
+					// A worker's calls on the run it claimed.
+					r.Post("/heartbeat", s.h(s.heartbeatRun))
+					r.Post("/sleep", s.h(s.sleep))
+					r.Post("/complete", s.h(s.completeRun))
+					r.Post("/fail", s.h(s.failRun))
+					r.Post("/steps/{step}/begin", s.h(s.beginStep))
+					r.Post("/steps/{step}/complete", s.h(s.completeStep))
+					r.Post("/steps/{step}/fail", s.h(s.failStep))
+				})
+			})
+			// Long polls: kept out of any timeout middleware.
+			r.Post("/task-queues/{queue}/claim", s.h(s.claim))
+			r.Route("/workers", func(r chi.Router) {
+				r.Post("/", s.h(s.registerWorker))
+				r.Get("/", s.h(s.listWorkers))
+				r.Route("/{worker_id}", func(r chi.Router) {
+					r.Use(s.validUUIDParam("worker_id"))
+					r.Get("/", s.h(s.getWorker))
+					r.Delete("/", s.h(s.deregisterWorker))
+					r.Post("/heartbeat", s.h(s.workerHeartbeat))
+					r.Post("/drain", s.h(s.drainWorker))
 				})
 			})
 		})

@@ -32,6 +32,9 @@ func (s *Server) startWorkflow(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if created {
+		s.metrics.runsStarted(1)
+	}
 	if created && n.LargeInput {
 		s.warnLarge(r, run.RunID, "input", len(n.Input))
 	}
@@ -81,6 +84,9 @@ func (s *Server) startWorkflows(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	for i, res := range results {
+		if !res.AlreadyExists {
+			s.metrics.runsStarted(1)
+		}
 		if items[i].LargeInput && !res.AlreadyExists {
 			s.warnLarge(r, res.RunID, fmt.Sprintf("workflows[%d].input", i), len(items[i].Input))
 		}

@@ -39,3 +39,19 @@ type Step struct {
 	CreatedAt  time.Time       `json:"created_at"`
 	FinishedAt *time.Time      `json:"finished_at"`
 }
+
+// BeginStep is a worker's request to begin a step attempt.
+type BeginStep struct {
+	Name        string
+	Kind        StepKind
+	Input       json.RawMessage
+	RetryPolicy *RetryPolicyInput
+}
+
+// SleepRequest is a worker's request to put its run to sleep: until Until
+// when set, otherwise for Duration.
+type SleepRequest struct {
+	Step     string
+	Duration time.Duration
+	Until    *time.Time
+}

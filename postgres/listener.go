@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Listener holds the process's one LISTEN connection, on Channel, whatever
 // the number of waiters and queues. It reconnects with backoff, and after
-// every (re)connect it calls OnConnect, because notifications sent while
-// it was away are lost and whoever relies on them must look again.
+// every reconnect it tells its subscribers, because notifications sent while
+// it was away are lost and whoever relies on them must look again: it calls
+// OnReconnect and wakes every run watcher.
 type Listener struct {
 	url    string
 	logger *slog.Logger
@@ -24,12 +26,12 @@ type Listener struct {
 	// OnQueue is called, on the listener's goroutine, when work may have
 	// become claimable on a queue. It must not block.
 	OnQueue func(namespace, queue string)
-	// OnConnect is called after every successful (re)connect.
-	OnConnect func()
 	// OnReconnect is called after each reconnect that follows a lost connection.
 	OnReconnect func()
 
-	connected atomic.Bool
+	connected     atomic.Bool
+	reconnects    prometheus.Counter
+	notifications prometheus.Counter
 
 	mu       sync.Mutex
 	watchers map[string]map[*runWatch]struct{}
@@ -38,13 +40,23 @@ type Listener struct {
 type runWatch struct{ ch chan struct{} }
 
 // NewListener returns a listener for the database at url. It does no I/O
-// until Run.
-func NewListener(url string, logger *slog.Logger) *Listener {
-	return &Listener{
+// until Run. reg, when not nil, receives its metrics.
+func NewListener(url string, logger *slog.Logger, reg prometheus.Registerer) *Listener {
+	l := &Listener{
 		url:      url,
 		logger:   logger.With("component", "listener"),
 		watchers: map[string]map[*runWatch]struct{}{},
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kagzi_listener_reconnects_total", Help: "Times the LISTEN connection was re-established after a loss.",
+		}),
+		notifications: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kagzi_notifications_total", Help: "Notifications received on the LISTEN connection.",
+		}),
 	}
+	if reg != nil {
+		reg.MustRegister(l.reconnects, l.notifications)
+	}
+	return l
 }
 
 // Ready reports whether the LISTEN connection is up.
@@ -90,11 +102,11 @@ func (l *Listener) listen(ctx context.Context, first bool) (wasUp bool, err erro
 	l.connected.Store(true)
 	defer l.connected.Store(false)
 	l.logger.Debug("listening", "channel", Channel)
-	if l.OnConnect != nil {
-		l.OnConnect()
-	}
-	if !first && l.OnReconnect != nil {
-		l.OnReconnect()
+	if !first {
+		l.reconnects.Inc()
+		if l.OnReconnect != nil {
+			l.OnReconnect()
+		}
 	}
 	// Watchers of runs may have missed their notification too.
 	l.wakeAllRuns()
@@ -103,6 +115,7 @@ func (l *Listener) listen(ctx context.Context, first bool) (wasUp bool, err erro
 		if err != nil {
 			return true, err
 		}
+		l.notifications.Inc()
 		l.dispatch(n.Payload)
 	}
 }

@@ -15,8 +15,7 @@ const stepColumns = `run_id, name, kind, attempt, status, input, output, error, 
 func scanStep(row pgx.Row, st *domain.Step) error {
 	err := row.Scan(&st.RunID, &st.Name, &st.Kind, &st.Attempt, &st.Status, &st.Input, &st.Output,
 		&st.Error, &st.RetryAt, &st.WakeUpAt, &st.CreatedAt, &st.FinishedAt)
-	utc(&st.CreatedAt)
-	st.RetryAt, st.WakeUpAt, st.FinishedAt = utcp(st.RetryAt), utcp(st.WakeUpAt), utcp(st.FinishedAt)
+	normalizeStep(st)
 	return err
 }
 

@@ -136,4 +136,3 @@ Configuration is read from the environment only:
 `, "\n"))
 	printEnvHelp(w)
 }
-

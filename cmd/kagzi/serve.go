@@ -9,11 +9,14 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kagzi/kagzi"
 	"github.com/kagzi/kagzi/api"
+	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/migrations"
 	"github.com/kagzi/kagzi/postgres"
 )
@@ -45,17 +48,29 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer pool.Close()
 	store := postgres.NewStore(pool, ms(cfg.LeaseDurationMS))
-	listener := postgres.NewListener(cfg.DatabaseURL, logger)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		api.NewDepthCollector(store))
+	dist := distributor.New(store, logger, distributor.Options{Metrics: distributor.NewMetrics(reg)})
+	listener := postgres.NewListener(cfg.DatabaseURL, logger, reg)
+	listener.OnQueue = dist.Notify
+	listener.OnReconnect = dist.NotifyAll
+	maintainer := distributor.NewMaintainer(store, logger, time.Second, ms(cfg.HeartbeatIntervalMS), reg)
 
 	srv := api.New(api.Config{
-		Version:   version,
-		Limits:    cfg.limits(),
-		Logger:    logger,
-		Workflows: store,
-		Watcher:   listener,
-		Ready:     readyCheck(store, listener),
-		Metrics:   promhttp.Handler(),
-		OpenAPI:   kagzi.OpenAPI,
+		Version:    version,
+		Limits:     cfg.limits(),
+		Logger:     logger,
+		Workflows:  store,
+		Execution:  store,
+		Workers:    store,
+		Claimer:    dist,
+		Watcher:    listener,
+		Ready:      readyCheck(store, listener),
+		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		RunMetrics: api.NewMetrics(reg),
+		OpenAPI:    kagzi.OpenAPI,
 	})
 	httpSrv := &http.Server{
 		Addr:              cfg.HTTPAddr,
@@ -71,6 +86,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return listener.Run(gctx) })
+	g.Go(func() error { return dist.Run(gctx) }) // answers parked claims at shutdown
+	g.Go(func() error { return maintainer.Run(gctx) })
 	g.Go(func() error {
 		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

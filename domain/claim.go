@@ -1,0 +1,78 @@
+package domain
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Claim bounds.
+const (
+	MaxClaimTasks      = 100
+	DefaultClaimWaitMS = 30000
+)
+
+// ClaimRequest is a worker's long-poll for work on one queue.
+type ClaimRequest struct {
+	Namespace string
+	TaskQueue string
+	// WorkerID, when set, names the registered worker claiming.
+	WorkerID string
+	// WorkflowTypes limits the claim to these types; empty means any.
+	WorkflowTypes []string
+	MaxTasks      int
+	Wait          time.Duration
+}
+
+// TypeSet is a canonical key for the request's workflow types: claims with
+// the same key can be served by one statement.
+func (r ClaimRequest) TypeSet() string {
+	if len(r.WorkflowTypes) == 0 {
+		return ""
+	}
+	types := slices.Clone(r.WorkflowTypes)
+	slices.Sort(types)
+	return strings.Join(slices.Compact(types), "\x00")
+}
+
+// Task is a run handed to a worker under a lease.
+type Task struct {
+	RunID          string          `json:"run_id"`
+	Namespace      string          `json:"namespace"`
+	TaskQueue      string          `json:"task_queue"`
+	WorkflowType   string          `json:"workflow_type"`
+	Version        *string         `json:"version"`
+	Input          json.RawMessage `json:"input"`
+	Attempt        int             `json:"attempt"`
+	LeaseID        string          `json:"lease_id"`
+	LeaseExpiresAt time.Time       `json:"lease_expires_at"`
+}
+
+// SlotTask is a claimed task and the index of the waiting slot it was
+// claimed for.
+type SlotTask struct {
+	Slot int
+	Task Task
+}
+
+// Lease names a run and the lease it is held under.
+type Lease struct {
+	RunID   string
+	LeaseID string
+}
+
+// LeaseExpiredError is the error a run gets when its lease ran out without
+// a heartbeat.
+func LeaseExpiredError() *ErrorInfo {
+	t := "lease_expired"
+	return &ErrorInfo{Message: "the worker's lease expired without a heartbeat", Type: &t}
+}
+
+// QueueDepth counts the runs of a queue in one status.
+type QueueDepth struct {
+	Namespace string
+	TaskQueue string
+	Status    RunStatus
+	Count     int64
+}

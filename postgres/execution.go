@@ -1,0 +1,401 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kagzi/kagzi/domain"
+)
+
+// A worker's every call names the lease it holds. The guard below is part
+// of each statement that changes a run on a worker's behalf: a lease that
+// is not the run's current one, or that has expired, changes nothing.
+const leaseGuard = `namespace = $1 AND run_id = $2 AND lease_id = $3 AND status = 'running' AND lease_expires_at > now()`
+
+const fenceSQL = `SELECT attempt, retry_policy FROM workflow_runs WHERE ` + leaseGuard + ` FOR UPDATE`
+
+// fence locks the run for the rest of tx if leaseID holds it, and returns
+// its attempt and retry policy; otherwise it says why not.
+func fence(ctx context.Context, tx pgx.Tx, namespace, runID, leaseID string) (attempt int, policy domain.RetryPolicy, err error) {
+	err = tx.QueryRow(ctx, fenceSQL, namespace, runID, leaseID).Scan(&attempt, &policy)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, policy, leaseError(ctx, tx, namespace, runID, leaseID)
+	}
+	return attempt, policy, err
+}
+
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+const runStateSQL = `SELECT status FROM workflow_runs WHERE namespace = $1 AND run_id = $2`
+
+// leaseError is the one follow-up read that says why a guarded statement
+// touched no row: the run does not exist, was cancelled, or is not held by
+// this lease (any more).
+func leaseError(ctx context.Context, q querier, namespace, runID, leaseID string) error {
+	var status domain.RunStatus
+	err := q.QueryRow(ctx, runStateSQL, namespace, runID).Scan(&status)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return domain.Errorf(domain.CodeNotFound, "run %s not found", runID)
+	case err != nil:
+		return translate(err)
+	case status == domain.RunCancelled:
+		return domain.Errorf(domain.CodeCancelled, "run %s was cancelled; stop working on it", runID)
+	}
+	return domain.Errorf(domain.CodeLeaseLost, "lease %s does not hold run %s (the run is %s)", leaseID, runID, status)
+}
+
+// inTx runs fn in a transaction and translates its error once.
+func (s *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
+	err := pgx.BeginFunc(ctx, s.pool, fn)
+	var de *domain.Error
+	if err != nil && !errors.As(err, &de) {
+		err = translate(err)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+const heartbeatRunSQL = `
+UPDATE workflow_runs SET lease_expires_at = now() + $4 * interval '1 millisecond'
+WHERE ` + leaseGuard + ` RETURNING lease_expires_at`
+
+// HeartbeatRun extends the lease on a run.
+func (s *Store) HeartbeatRun(ctx context.Context, namespace, runID, leaseID string) (time.Time, error) {
+	var expires time.Time
+	err := s.pool.QueryRow(ctx, heartbeatRunSQL, namespace, runID, leaseID, s.leaseDuration.Milliseconds()).Scan(&expires)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = leaseError(ctx, s.pool, namespace, runID, leaseID)
+	}
+	if err != nil {
+		return expires, fmt.Errorf("heartbeat run %s: %w", runID, translate(err))
+	}
+	return expires.UTC(), nil
+}
+
+const latestStepSQL = `
+SELECT ` + stepColumns + `, retry_policy FROM workflow_steps
+WHERE run_id = $1 AND name = $2 ORDER BY attempt DESC LIMIT 1`
+
+// latestStep returns the latest attempt of a step and its retry policy.
+func latestStep(ctx context.Context, tx pgx.Tx, runID, name string) (st domain.Step, policy *domain.RetryPolicy, found bool, err error) {
+	row := tx.QueryRow(ctx, latestStepSQL, runID, name)
+	err = row.Scan(&st.RunID, &st.Name, &st.Kind, &st.Attempt, &st.Status, &st.Input, &st.Output,
+		&st.Error, &st.RetryAt, &st.WakeUpAt, &st.CreatedAt, &st.FinishedAt, &policy)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return st, nil, false, nil
+	}
+	normalizeStep(&st)
+	return st, policy, err == nil, err
+}
+
+const insertStepSQL = `
+INSERT INTO workflow_steps (run_id, name, attempt, kind, status, input, retry_policy, wake_up_at, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5 = 'running' THEN NULL ELSE now() END)
+RETURNING ` + stepColumns
+
+// BeginStep starts an attempt of a step, or, when its latest attempt
+// completed, returns it for replay with shouldExecute false. A step whose
+// latest attempt is still running is returned as it is, so a begin the
+// worker retried does not start a second attempt.
+func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string, b domain.BeginStep) (shouldExecute bool, step domain.Step, err error) {
+	err = s.inTx(ctx, "begin step "+b.Name, func(tx pgx.Tx) error {
+		_, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
+		if err != nil {
+			return err
+		}
+		latest, _, found, err := latestStep(ctx, tx, runID, b.Name)
+		if err != nil {
+			return err
+		}
+		if found && latest.Kind != b.Kind {
+			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not %s", b.Name, latest.Kind, b.Kind)
+		}
+		if found && latest.Status != domain.StepFailed {
+			step, shouldExecute = latest, latest.Status == domain.StepRunning
+			return nil
+		}
+		policy, err := b.RetryPolicy.Resolve("retry_policy", runPolicy)
+		if err != nil {
+			return err
+		}
+		input := b.Input
+		if len(input) == 0 {
+			input = json.RawMessage("null")
+		}
+		err = scanStep(tx.QueryRow(ctx, insertStepSQL, runID, b.Name, latest.Attempt+1, b.Kind,
+			domain.StepRunning, input, policy, nil), &step)
+		shouldExecute = true
+		return err
+	})
+	return shouldExecute, step, err
+}
+
+const completeStepSQL = `
+UPDATE workflow_steps SET status = 'completed', output = $3, finished_at = now()
+WHERE run_id = $1 AND name = $2 AND status = 'running'
+RETURNING ` + stepColumns
+
+// CompleteStep records the output of a step's running attempt.
+func (s *Store) CompleteStep(ctx context.Context, namespace, runID, leaseID, name string, output json.RawMessage) (domain.Step, error) {
+	var step domain.Step
+	err := s.inTx(ctx, "complete step "+name, func(tx pgx.Tx) error {
+		if _, _, err := fence(ctx, tx, namespace, runID, leaseID); err != nil {
+			return err
+		}
+		err := scanStep(tx.QueryRow(ctx, completeStepSQL, runID, name, output), &step)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return noRunningStep(ctx, tx, runID, name)
+		}
+		return err
+	})
+	return step, err
+}
+
+// noRunningStep says why a step has no running attempt to finish.
+func noRunningStep(ctx context.Context, tx pgx.Tx, runID, name string) error {
+	latest, _, found, err := latestStep(ctx, tx, runID, name)
+	switch {
+	case err != nil:
+		return err
+	case !found:
+		return domain.Errorf(domain.CodeNotFound, "step %q has not begun", name)
+	}
+	return domain.Errorf(domain.CodeConflict, "step %q attempt %d is already %s", name, latest.Attempt, latest.Status)
+}
+
+const failStepSQL = `
+UPDATE workflow_steps SET status = 'failed', error = $3, finished_at = now(),
+	retry_at = CASE WHEN $4::bigint IS NULL THEN NULL ELSE now() + $4 * interval '1 millisecond' END
+WHERE run_id = $1 AND name = $2 AND status = 'running'
+RETURNING ` + stepColumns
+
+// retryRunSQL ends the lease and puts the run back to pending until a
+// step retry is due; the next claim continues the same attempt.
+const retryStepRunSQL = `
+WITH r AS (
+	UPDATE workflow_runs SET status = 'pending', available_at = $2, lease_id = NULL,
+		lease_expires_at = NULL, new_attempt = false
+	WHERE run_id = $1 RETURNING namespace, task_queue
+)
+SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r`
+
+// FailStep records a step attempt's failure. When the step's policy allows
+// another attempt, the run goes back to pending until retry_at and the
+// lease ends; otherwise the run stays running for the workflow to handle.
+func (s *Store) FailStep(ctx context.Context, namespace, runID, leaseID, name string, e *domain.ErrorInfo) (step domain.Step, retry bool, err error) {
+	err = s.inTx(ctx, "fail step "+name, func(tx pgx.Tx) error {
+		_, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
+		if err != nil {
+			return err
+		}
+		latest, policy, found, err := latestStep(ctx, tx, runID, name)
+		if err != nil {
+			return err
+		}
+		if !found || latest.Status != domain.StepRunning {
+			return noRunningStep(ctx, tx, runID, name)
+		}
+		if policy == nil {
+			policy = &runPolicy
+		}
+		var delayMS *int64
+		var delay time.Duration
+		retry, delay = policy.Decide(latest.Attempt, e)
+		if retry {
+			ms := delay.Milliseconds()
+			delayMS = &ms
+		}
+		if err := scanStep(tx.QueryRow(ctx, failStepSQL, runID, name, e, delayMS), &step); err != nil {
+			return err
+		}
+		if retry {
+			_, err = tx.Exec(ctx, retryStepRunSQL, runID, step.RetryAt)
+		}
+		return err
+	})
+	return step, retry, err
+}
+
+const sleepRunSQL = `
+WITH r AS (
+	UPDATE workflow_runs SET status = 'sleeping', available_at = $2, lease_id = NULL,
+		lease_expires_at = NULL, new_attempt = false
+	WHERE run_id = $1
+	RETURNING ` + runColumnsWithPayload + `
+)
+SELECT r.*, pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r`
+
+const completeSleepStepSQL = `
+UPDATE workflow_steps SET status = 'completed', wake_up_at = $3, finished_at = now()
+WHERE run_id = $1 AND name = $2 AND status = 'running'`
+
+const wakeTimeSQL = `SELECT COALESCE($1::timestamptz, now() + $2 * interval '1 millisecond')`
+
+// Sleep records the sleep step as done, with its wake-up time, and puts the
+// run to sleep until then; the lease ends. After the wake-up, the step's
+// begin returns shouldExecute false.
+func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req domain.SleepRequest) (domain.Run, error) {
+	var run domain.Run
+	err := s.inTx(ctx, "sleep "+req.Step, func(tx pgx.Tx) error {
+		if _, _, err := fence(ctx, tx, namespace, runID, leaseID); err != nil {
+			return err
+		}
+		var wake time.Time
+		if err := tx.QueryRow(ctx, wakeTimeSQL, req.Until, req.Duration.Milliseconds()).Scan(&wake); err != nil {
+			return err
+		}
+		latest, _, found, err := latestStep(ctx, tx, runID, req.Step)
+		switch {
+		case err != nil:
+			return err
+		case found && latest.Kind != domain.StepSleep:
+			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a sleep", req.Step, latest.Kind)
+		case found && latest.Status == domain.StepCompleted:
+			return domain.Errorf(domain.CodeConflict, "sleep %q is already done", req.Step)
+		case found && latest.Status == domain.StepRunning:
+			_, err = tx.Exec(ctx, completeSleepStepSQL, runID, req.Step, wake)
+		default:
+			var st domain.Step
+			err = scanStep(tx.QueryRow(ctx, insertStepSQL, runID, req.Step, latest.Attempt+1,
+				domain.StepSleep, domain.StepCompleted, nil, nil, wake), &st)
+		}
+		if err != nil {
+			return err
+		}
+		err = scanRun(tx.QueryRow(ctx, sleepRunSQL, runID, wake), &run, &run.Input, &run.Output, nil)
+		fillPayload(&run)
+		return err
+	})
+	return run, err
+}
+
+const completeRunSQL = `
+WITH c AS (
+	UPDATE workflow_runs SET status = 'completed', output = $4, finished_at = now(),
+		lease_id = NULL, lease_expires_at = NULL
+	WHERE ` + leaseGuard + `
+	RETURNING ` + runColumnsWithPayload + `
+)
+SELECT c.*, pg_notify('` + Channel + `', 'r:' || run_id) FROM c`
+
+// CompleteRun ends a run with its output.
+func (s *Store) CompleteRun(ctx context.Context, namespace, runID, leaseID string, output json.RawMessage) (domain.Run, error) {
+	var run domain.Run
+	err := scanRun(s.pool.QueryRow(ctx, completeRunSQL, namespace, runID, leaseID, output), &run, &run.Input, &run.Output, nil)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = leaseError(ctx, s.pool, namespace, runID, leaseID)
+	}
+	if err != nil {
+		return run, fmt.Errorf("complete run %s: %w", runID, translate(err))
+	}
+	fillPayload(&run)
+	return run, nil
+}
+
+// endAttemptSQL ends the run's current attempt after a failure: back to
+// pending at $3 with a new attempt to follow when $2 (retry), else failed.
+// It notifies the queue (a retry) or the run's watchers (failed).
+const endAttemptSQL = `
+WITH f AS (
+	UPDATE workflow_runs SET
+		status = CASE WHEN $2 THEN 'pending' ELSE 'failed' END,
+		available_at = CASE WHEN $2 THEN now() + $3 * interval '1 millisecond' ELSE available_at END,
+		finished_at = CASE WHEN $2 THEN NULL ELSE now() END,
+		error = $4, new_attempt = true, lease_id = NULL, lease_expires_at = NULL
+	WHERE run_id = $1
+	RETURNING ` + runColumnsWithPayload + `
+)
+SELECT f.*, pg_notify('` + Channel + `',
+	CASE WHEN $2 THEN 'q:' || namespace || '/' || task_queue ELSE 'r:' || run_id END) FROM f`
+
+// FailRun ends the run's attempt with an error: a retry is scheduled by its
+// policy, or the run fails when no attempt is left or the error is not
+// retryable.
+func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e *domain.ErrorInfo) (domain.Run, error) {
+	var run domain.Run
+	err := s.inTx(ctx, "fail run "+runID, func(tx pgx.Tx) error {
+		attempt, policy, err := fence(ctx, tx, namespace, runID, leaseID)
+		if err != nil {
+			return err
+		}
+		retry, delay := policy.Decide(attempt, e)
+		err = scanRun(tx.QueryRow(ctx, endAttemptSQL, runID, retry, delay.Milliseconds(), e),
+			&run, &run.Input, &run.Output, nil)
+		fillPayload(&run)
+		return err
+	})
+	return run, err
+}
+
+const expiredLeasesSQL = `
+SELECT run_id, attempt, retry_policy FROM workflow_runs
+WHERE status = 'running' AND lease_expires_at <= now()
+ORDER BY lease_expires_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+
+const failRunningStepsSQL = `
+UPDATE workflow_steps SET status = 'failed', finished_at = now(), error = $2
+WHERE run_id = ANY($1) AND status = 'running'`
+
+// RescueExpired ends the attempt of up to limit runs whose lease expired:
+// each is retried by its policy or failed with an error saying the lease
+// expired. Replicas may run it at once: each takes rows the others do not
+// hold. It returns how many runs were retried and failed.
+func (s *Store) RescueExpired(ctx context.Context, limit int) (retried, failed int, err error) {
+	e := domain.LeaseExpiredError()
+	err = s.inTx(ctx, "rescue expired leases", func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, expiredLeasesSQL, limit)
+		if err != nil {
+			return err
+		}
+		type expired struct {
+			runID   string
+			attempt int
+			policy  domain.RetryPolicy
+		}
+		var runs []expired
+		var x expired
+		if _, err := pgx.ForEachRow(rows, []any{&x.runID, &x.attempt, &x.policy}, func() error {
+			runs = append(runs, x)
+			return nil
+		}); err != nil {
+			return err
+		}
+		ids := make([]string, len(runs))
+		for i, r := range runs {
+			ids[i] = r.runID
+			retry, delay := r.policy.Decide(r.attempt, e)
+			var run domain.Run
+			if err := scanRun(tx.QueryRow(ctx, endAttemptSQL, r.runID, retry, delay.Milliseconds(), e),
+				&run, &run.Input, &run.Output, nil); err != nil {
+				return err
+			}
+			if retry {
+				retried++
+			} else {
+				failed++
+			}
+		}
+		if len(ids) > 0 {
+			_, err = tx.Exec(ctx, failRunningStepsSQL, ids, e)
+		}
+		return err
+	})
+	return retried, failed, err
+}
+
+func normalizeStep(st *domain.Step) {
+	utc(&st.CreatedAt)
+	st.RetryAt, st.WakeUpAt, st.FinishedAt = utcp(st.RetryAt), utcp(st.WakeUpAt), utcp(st.FinishedAt)
+}
