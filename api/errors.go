@@ -59,9 +59,13 @@ func problemFor(err error) Problem {
 	case detail == "":
 		detail = http.StatusText(status)
 	}
+	title := http.StatusText(status)
+	if status == http.StatusRequestEntityTooLarge {
+		title = "Payload Too Large" // the contract's name; Go uses RFC 7231's
+	}
 	return Problem{
 		Type:   "about:blank",
-		Title:  http.StatusText(status),
+		Title:  title,
 		Status: status,
 		Code:   e.Code,
 		Detail: detail,

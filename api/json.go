@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -42,7 +43,11 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, dst any) error 
 	if mt != "application/json" {
 		return domain.Errorf(domain.CodeUnsupportedMediaType, "the request body must be application/json")
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
+	if first, err := firstByte(body); err == nil && first != '{' {
+		return domain.Errorf(domain.CodeInvalidArgument, "the request body must be a JSON object")
+	}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -58,6 +63,20 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, dst any) error 
 		return domain.Errorf(domain.CodeInvalidArgument, "the request body must hold a single JSON value")
 	}
 	return nil
+}
+
+// firstByte returns the first byte of r that is not JSON white space,
+// leaving it unread.
+func firstByte(r *bufio.Reader) (byte, error) {
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		if b != ' ' && b != '\t' && b != '\n' && b != '\r' {
+			return b, r.UnreadByte()
+		}
+	}
 }
 
 func decodeError(err error) error {

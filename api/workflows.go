@@ -168,6 +168,13 @@ func (s *Server) listWorkflows(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	for field, v := range map[string]string{"workflow_type": f.WorkflowType, "external_id": f.ExternalID} {
+		if v != "" {
+			if err := domain.ValidateName(field, v); err != nil {
+				return err
+			}
+		}
+	}
 	runs, next, err := s.Workflows.ListRuns(r.Context(), f)
 	if err != nil {
 		return err

@@ -199,6 +199,16 @@ func (d *Distributor) Claim(ctx context.Context, req domain.ClaimRequest) ([]dom
 	return nil, ctx.Err()
 }
 
+// Waiting returns the number of claims parked on a queue.
+func (d *Distributor) Waiting(namespace, queue string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if q, ok := d.queues[queueKey{namespace, queue}]; ok {
+		return len(q.waiters)
+	}
+	return 0
+}
+
 // Release puts back tasks that were claimed but could not be handed over.
 func (d *Distributor) Release(tasks []domain.Task) { d.release(tasks) }
 

@@ -37,6 +37,10 @@ type Listener struct {
 	watchers map[string]map[*runWatch]struct{}
 }
 
+// ListenerApplicationName is the application_name of the LISTEN
+// connection, so operators (and tests) can find it in pg_stat_activity.
+const ListenerApplicationName = "kagzi-listener"
+
 type runWatch struct{ ch chan struct{} }
 
 // NewListener returns a listener for the database at url. It does no I/O
@@ -91,7 +95,12 @@ func (l *Listener) Run(ctx context.Context) error {
 // listen holds one connection until it fails, and reports whether it got
 // as far as listening.
 func (l *Listener) listen(ctx context.Context, first bool) (wasUp bool, err error) {
-	conn, err := pgx.Connect(ctx, l.url)
+	cfg, err := pgx.ParseConfig(l.url)
+	if err != nil {
+		return false, err
+	}
+	cfg.RuntimeParams["application_name"] = ListenerApplicationName
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return false, err
 	}

@@ -67,7 +67,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Workers:    store,
 		Claimer:    dist,
 		Watcher:    listener,
-		Ready:      readyCheck(store, listener),
+		Ready:      readyCheck(store, listener, logger),
 		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		RunMetrics: api.NewMetrics(reg),
 		OpenAPI:    kagzi.OpenAPI,
@@ -104,13 +104,20 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	return g.Wait()
 }
 
-func readyCheck(store *postgres.Store, listener *postgres.Listener) api.ReadyCheck {
+// readyCheck reports the database, the schema version and the LISTEN
+// connection. What it says is public: causes are logged, not returned.
+func readyCheck(store *postgres.Store, listener *postgres.Listener, logger *slog.Logger) api.ReadyCheck {
 	return func(ctx context.Context) map[string]error {
-		checks := map[string]error{"database": store.Ping(ctx), "listener": listener.Ready()}
+		checks := map[string]error{"database": nil, "listener": listener.Ready()}
+		if err := store.Ping(ctx); err != nil {
+			logger.Warn("readiness: database", "error", err)
+			checks["database"] = errors.New("the database does not answer")
+		}
 		v, dirty, err := store.SchemaVersion(ctx)
 		switch {
 		case err != nil:
-			checks["schema"] = err
+			logger.Warn("readiness: schema version", "error", err)
+			checks["schema"] = errors.New("the schema version cannot be read")
 		case dirty || v != migrations.Latest():
 			checks["schema"] = fmt.Errorf("schema is at version %d (dirty: %v); this binary expects %d", v, dirty, migrations.Latest())
 		default:
