@@ -3,6 +3,7 @@ package domain
 import (
 	"regexp"
 	"strconv"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -74,3 +75,25 @@ func IsUUID(s string) bool {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func isControl(r rune) bool { return unicode.IsControl(r) }
+
+// Timestamp is an RFC 3339 time as a request gives it. Decoding never
+// fails, so that validation can name the field: Time reports a malformed
+// value.
+type Timestamp struct {
+	t   time.Time
+	bad bool
+}
+
+// UnmarshalJSON records the time, or that it was not one.
+func (ts *Timestamp) UnmarshalJSON(b []byte) error {
+	ts.bad = ts.t.UnmarshalJSON(b) != nil
+	return nil
+}
+
+// Time returns the time, or an invalid_argument error naming field.
+func (ts *Timestamp) Time(field string) (time.Time, error) {
+	if ts.bad {
+		return time.Time{}, Invalid(field, "must be an RFC 3339 timestamp such as 2026-01-02T15:04:05Z")
+	}
+	return ts.t, nil
+}

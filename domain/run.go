@@ -2,7 +2,6 @@ package domain
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
 )
 
@@ -100,7 +99,7 @@ type StartRequest struct {
 	ExternalID   *string           `json:"external_id"`
 	Version      *string           `json:"version"`
 	RetryPolicy  *RetryPolicyInput `json:"retry_policy"`
-	StartAt      *time.Time        `json:"start_at"`
+	StartAt      *Timestamp        `json:"start_at"`
 	StartDelayMS *int64            `json:"start_delay_ms"`
 }
 
@@ -135,7 +134,6 @@ func (r StartRequest) Validate(limits PayloadLimits) (NewRun, error) {
 		Input:        r.Input,
 		ExternalID:   r.ExternalID,
 		Version:      r.Version,
-		StartAt:      r.StartAt,
 	}
 	if err := ValidateName("workflow_type", r.WorkflowType); err != nil {
 		return n, err
@@ -151,8 +149,10 @@ func (r StartRequest) Validate(limits PayloadLimits) (NewRun, error) {
 			return n, err
 		}
 	}
-	if r.Version != nil && (len(*r.Version) > MaxVersionBytes || strings.ContainsFunc(*r.Version, isControl)) {
-		return n, Invalid("version", "must be at most %d bytes with no control characters", MaxVersionBytes)
+	if r.Version != nil {
+		if err := validateVersion("version", *r.Version); err != nil {
+			return n, err
+		}
 	}
 	p, err := r.RetryPolicy.Resolve("retry_policy", DefaultRetryPolicy())
 	if err != nil {
@@ -161,6 +161,13 @@ func (r StartRequest) Validate(limits PayloadLimits) (NewRun, error) {
 	n.RetryPolicy = p
 	if r.StartAt != nil && r.StartDelayMS != nil {
 		return n, Invalid("start_at", "give at most one of start_at and start_delay_ms")
+	}
+	if r.StartAt != nil {
+		at, err := r.StartAt.Time("start_at")
+		if err != nil {
+			return n, err
+		}
+		n.StartAt = &at
 	}
 	if r.StartDelayMS != nil {
 		d := time.Duration(*r.StartDelayMS) * time.Millisecond
