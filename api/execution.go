@@ -209,9 +209,9 @@ func (s *Server) failStep(w http.ResponseWriter, r *http.Request) error {
 
 type sleepRequest struct {
 	leaseCall
-	Step       string     `json:"step"`
-	DurationMS *int64     `json:"duration_ms"`
-	Until      *time.Time `json:"until"`
+	Step       string            `json:"step"`
+	DurationMS *int64            `json:"duration_ms"`
+	Until      *domain.Timestamp `json:"until"`
 }
 
 func (b *sleepRequest) validate() error {
@@ -227,6 +227,10 @@ func (b *sleepRequest) validate() error {
 	if b.DurationMS != nil && (*b.DurationMS < 0 || *b.DurationMS > domain.MaxStartDelay.Milliseconds()) {
 		return domain.Invalid("duration_ms", "must be between 0 and %d", domain.MaxStartDelay.Milliseconds())
 	}
+	if b.Until != nil {
+		_, err := b.Until.Time("until")
+		return err
+	}
 	return nil
 }
 
@@ -236,7 +240,11 @@ func (s *Server) sleep(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	req := domain.SleepRequest{Step: body.Step, Until: body.Until}
+	req := domain.SleepRequest{Step: body.Step}
+	if body.Until != nil {
+		until, _ := body.Until.Time("until") // checked by validate
+		req.Until = &until
+	}
 	if body.DurationMS != nil {
 		req.Duration = time.Duration(*body.DurationMS) * time.Millisecond
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -20,15 +21,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeBody(w, status, v)
 }
 
+// writeBody encodes v without HTML escaping, so that payloads come back as
+// they were sent ("<" stays "<").
 func writeBody(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		status = http.StatusInternalServerError
-		b = []byte(`{"type":"about:blank","title":"Internal Server Error","status":500,"code":"internal","detail":"internal error"}`)
+		buf.Reset()
+		buf.WriteString(`{"type":"about:blank","title":"Internal Server Error","status":500,"code":"internal","detail":"internal error"}` + "\n")
 		w.Header().Set("Content-Type", "application/problem+json")
 	}
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // decode reads the request body, at most limit bytes, into dst strictly: it

@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -51,15 +54,17 @@ type ReadyCheck func(ctx context.Context) map[string]error
 
 // Config is what the server is built from.
 type Config struct {
-	Version   string
-	Limits    Limits
-	Logger    *slog.Logger
-	Workflows WorkflowStore
-	Execution ExecutionStore
-	Workers   WorkerStore
-	Claimer   Claimer
-	Watcher   RunWatcher
-	Ready     ReadyCheck
+	Version    string
+	Limits     Limits
+	Logger     *slog.Logger
+	Workflows  WorkflowStore
+	Execution  ExecutionStore
+	Workers    WorkerStore
+	TaskQueues TaskQueueStore
+	Schedules  ScheduleStore
+	Claimer    Claimer
+	Watcher    RunWatcher
+	Ready      ReadyCheck
 	// Metrics serves /metrics; RunMetrics records the API's own counters.
 	Metrics    http.Handler
 	RunMetrics *Metrics
@@ -72,12 +77,50 @@ type Server struct {
 	logger  *slog.Logger
 	metrics *Metrics
 	router  chi.Router
+	// routeMethods maps each route, as a pattern, to its methods, for the
+	// Allow header of a 405.
+	routeMethods map[*regexp.Regexp][]string
+}
+
+var paramRE = regexp.MustCompile(`\{[^}]+\}`)
+
+func routeMethods(r chi.Routes) map[*regexp.Regexp][]string {
+	byPattern := map[string][]string{}
+	_ = chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		route = strings.TrimSuffix(route, "/")
+		byPattern[route] = append(byPattern[route], method)
+		return nil
+	})
+	out := map[*regexp.Regexp][]string{}
+	for route, methods := range byPattern {
+		parts := paramRE.Split(route, -1)
+		for i := range parts {
+			parts[i] = regexp.QuoteMeta(parts[i])
+		}
+		re := "^" + strings.Join(parts, "[^/]+") + "/?$"
+		slices.Sort(methods)
+		out[regexp.MustCompile(re)] = methods
+	}
+	return out
+}
+
+// allowed returns the methods routed for path.
+func (s *Server) allowed(path string) []string {
+	var methods []string
+	for re, ms := range s.routeMethods {
+		if re.MatchString(path) {
+			methods = append(methods, ms...)
+		}
+	}
+	slices.Sort(methods)
+	return slices.Compact(methods)
 }
 
 // New returns the server for cfg.
 func New(cfg Config) *Server {
 	s := &Server{Config: cfg, logger: cfg.Logger.With("component", "api"), metrics: cfg.RunMetrics}
 	s.router = s.routes()
+	s.routeMethods = routeMethods(s.router)
 	return s
 }
 
@@ -100,11 +143,12 @@ func (s *Server) h(fn handlerFunc) http.HandlerFunc {
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
 	r.Use(s.recoverer)
+	r.MethodNotAllowed(s.h(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Allow", strings.Join(s.allowed(r.URL.Path), ", "))
+		return domain.Errorf(domain.CodeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path)
+	}))
 	r.NotFound(s.h(func(w http.ResponseWriter, r *http.Request) error {
 		return domain.Errorf(domain.CodeNotFound, "no route for %s", r.URL.Path)
-	}))
-	r.MethodNotAllowed(s.h(func(w http.ResponseWriter, r *http.Request) error {
-		return domain.Errorf(domain.CodeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path)
 	}))
 
 	r.Get("/healthz", s.healthz)
@@ -136,6 +180,8 @@ func (s *Server) routes() chi.Router {
 					r.Post("/steps/{step}/fail", s.h(s.failStep))
 				})
 			})
+			r.Get("/task-queues", s.h(s.listTaskQueues))
+			r.Patch("/task-queues/{queue}", s.h(s.patchTaskQueue))
 			// Long polls: kept out of any timeout middleware.
 			r.Post("/task-queues/{queue}/claim", s.h(s.claim))
 			r.Route("/workers", func(r chi.Router) {
@@ -147,6 +193,16 @@ func (s *Server) routes() chi.Router {
 					r.Delete("/", s.h(s.deregisterWorker))
 					r.Post("/heartbeat", s.h(s.workerHeartbeat))
 					r.Post("/drain", s.h(s.drainWorker))
+				})
+			})
+			r.Route("/schedules", func(r chi.Router) {
+				r.Post("/", s.h(s.createSchedule))
+				r.Get("/", s.h(s.listSchedules))
+				r.Route("/{schedule_id}", func(r chi.Router) {
+					r.Use(s.validUUIDParam("schedule_id"))
+					r.Get("/", s.h(s.getSchedule))
+					r.Patch("/", s.h(s.updateSchedule))
+					r.Delete("/", s.h(s.deleteSchedule))
 				})
 			})
 		})

@@ -21,9 +21,11 @@ import (
 type Store interface {
 	// ClaimRuns claims, oldest available first, up to len(slots) claimable
 	// runs of the queue whose type is in types (any when empty), and gives
-	// the i-th claimed run to slots[i]: a worker ID, or "" for none. It
-	// returns each task with the index of its slot.
-	ClaimRuns(ctx context.Context, namespace, queue string, types []string, slots []string) ([]domain.SlotTask, error)
+	// the claimed runs to slots in order: each slot is a worker ID, or ""
+	// for none. Slots of workers that may not claim are refused. The result
+	// gives each task with the index of its slot, and says whether the
+	// queue's settings (paused, concurrency limits) held the claim back.
+	ClaimRuns(ctx context.Context, namespace, queue string, types []string, slots []string) (domain.ClaimResult, error)
 	// ReleaseRuns puts runs claimed for waiters that are gone back to
 	// pending at once, without consuming an attempt.
 	ReleaseRuns(ctx context.Context, leases []domain.Lease) error
@@ -73,6 +75,9 @@ type queue struct {
 	// notified counts notifications, so that a claim racing one does not
 	// mark the queue empty.
 	notified uint64
+	// limited is set when the queue's settings held back its last claim:
+	// then a run that finishes may free a slot, and is worth a claim.
+	limited bool
 }
 
 type waiter struct {
@@ -81,7 +86,13 @@ type waiter struct {
 	deadline time.Time
 	claimed  bool // the runner has tried at least once (for wait 0)
 	answered bool
-	result   chan []domain.Task // buffered; written once, under the mutex
+	result   chan answer // buffered; written once, under the mutex
+}
+
+// answer is what a parked claim gets: tasks, or why it may not claim.
+type answer struct {
+	tasks []domain.Task
+	err   error
 }
 
 // New returns a distributor. It does no I/O until claims arrive.
@@ -122,6 +133,17 @@ func (d *Distributor) Notify(namespace, queue string) {
 	}
 }
 
+// Finished says that a run of a queue became terminal. That frees a slot
+// only on a queue whose limits held claims back; others ignore it, so
+// finishing runs costs no claims.
+func (d *Distributor) Finished(namespace, queue string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if q, ok := d.queues[queueKey{namespace, queue}]; ok && q.limited {
+		q.invalidate()
+	}
+}
+
 // NotifyAll says that notifications may have been missed (the listener
 // reconnected): every queue with waiters claims again.
 func (d *Distributor) NotifyAll() {
@@ -157,7 +179,7 @@ func (d *Distributor) Claim(ctx context.Context, req domain.ClaimRequest) ([]dom
 		req:      req,
 		typeSet:  req.TypeSet(),
 		deadline: start.Add(req.Wait),
-		result:   make(chan []domain.Task, 1),
+		result:   make(chan answer, 1),
 	}
 	k := queueKey{req.Namespace, req.TaskQueue}
 	d.mu.Lock()
@@ -178,9 +200,9 @@ func (d *Distributor) Claim(ctx context.Context, req domain.ClaimRequest) ([]dom
 	d.mu.Unlock()
 
 	select {
-	case tasks := <-w.result:
-		d.metrics.claimDone(start, len(tasks))
-		return tasks, nil
+	case a := <-w.result:
+		d.metrics.claimDone(start, len(a.tasks))
+		return a.tasks, a.err
 	case <-ctx.Done():
 	}
 	d.mu.Lock()
@@ -193,8 +215,8 @@ func (d *Distributor) Claim(ctx context.Context, req domain.ClaimRequest) ([]dom
 	}
 	d.mu.Unlock()
 	// Answered while the client left: what was claimed for it goes back.
-	if tasks := <-w.result; len(tasks) > 0 {
-		d.release(tasks)
+	if a := <-w.result; len(a.tasks) > 0 {
+		d.release(a.tasks)
 	}
 	return nil, ctx.Err()
 }
@@ -296,7 +318,7 @@ func (d *Distributor) run(q *queue) {
 		case <-d.done:
 			d.mu.Lock()
 			for _, w := range q.waiters {
-				d.answer(w, []domain.Task{})
+				d.answer(w, answer{tasks: []domain.Task{}})
 			}
 			q.waiters = nil
 			delete(d.queues, q.key)
@@ -341,8 +363,11 @@ func (d *Distributor) claimRound(q *queue) (short bool, err error) {
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		claimed, cerr := d.store.ClaimRuns(ctx, q.key.namespace, q.key.name, waiters[0].req.WorkflowTypes, slots)
+		res, cerr := d.store.ClaimRuns(ctx, q.key.namespace, q.key.name, waiters[0].req.WorkflowTypes, slots)
 		cancel()
+		d.mu.Lock()
+		q.limited = res.Limited
+		d.mu.Unlock()
 		d.metrics.claimStatement()
 		if cerr != nil {
 			err = cerr
@@ -353,25 +378,31 @@ func (d *Distributor) claimRound(q *queue) (short bool, err error) {
 			d.mu.Unlock()
 			continue
 		}
-		if len(claimed) < len(slots) {
+		eligible := len(slots)
+		for _, w := range waiters {
+			if res.Refused[w.req.WorkerID] != nil {
+				eligible -= w.req.MaxTasks
+			}
+		}
+		if len(res.Tasks) < eligible {
 			short = true
 		}
-		d.deliver(q, set, waiters, claimed, len(claimed) < len(slots), notified)
+		d.deliver(q, set, waiters, res, len(res.Tasks) < eligible, notified)
 	}
 	return short, err
 }
 
 // deliver hands claimed tasks to the waiters they were claimed for, in
 // arrival order, and releases those of waiters that left meanwhile.
-func (d *Distributor) deliver(q *queue, set string, waiters []*waiter, claimed []domain.SlotTask, short bool, notified uint64) {
+func (d *Distributor) deliver(q *queue, set string, waiters []*waiter, res domain.ClaimResult, short bool, notified uint64) {
 	perWaiter := make([][]domain.Task, len(waiters))
-	slotOwner := make([]int, 0, len(claimed))
+	var slotOwner []int
 	for i, w := range waiters {
 		for range w.req.MaxTasks {
 			slotOwner = append(slotOwner, i)
 		}
 	}
-	for _, st := range claimed {
+	for _, st := range res.Tasks {
 		i := slotOwner[st.Slot]
 		perWaiter[i] = append(perWaiter[i], st.Task)
 	}
@@ -382,6 +413,10 @@ func (d *Distributor) deliver(q *queue, set string, waiters []*waiter, claimed [
 	}
 	for i, w := range waiters {
 		w.claimed = true
+		if err := res.Refused[w.req.WorkerID]; err != nil {
+			d.answer(w, answer{err: err}) // drained, gone offline or removed while parked
+			continue
+		}
 		if len(perWaiter[i]) == 0 {
 			continue
 		}
@@ -389,7 +424,7 @@ func (d *Distributor) deliver(q *queue, set string, waiters []*waiter, claimed [
 			orphans = append(orphans, perWaiter[i]...)
 			continue
 		}
-		d.answer(w, perWaiter[i])
+		d.answer(w, answer{tasks: perWaiter[i]})
 	}
 	q.waiters = slices.DeleteFunc(q.waiters, func(w *waiter) bool { return w.answered })
 	d.mu.Unlock()
@@ -403,20 +438,20 @@ func (d *Distributor) deliver(q *queue, set string, waiters []*waiter, claimed [
 func (d *Distributor) expire(q *queue, now time.Time) {
 	q.waiters = slices.DeleteFunc(q.waiters, func(w *waiter) bool {
 		if w.claimed && !now.Before(w.deadline) {
-			d.answer(w, []domain.Task{})
+			d.answer(w, answer{tasks: []domain.Task{}})
 			return true
 		}
 		return false
 	})
 }
 
-// answer gives w its tasks. The caller holds the mutex.
-func (d *Distributor) answer(w *waiter, tasks []domain.Task) {
+// answer gives w its answer. The caller holds the mutex.
+func (d *Distributor) answer(w *waiter, a answer) {
 	if w.answered {
 		return
 	}
 	w.answered = true
-	w.result <- tasks
+	w.result <- a
 	d.metrics.parked(-1)
 }
 

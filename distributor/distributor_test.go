@@ -29,7 +29,7 @@ type countingStore struct {
 	gate chan struct{}
 }
 
-func (s *countingStore) ClaimRuns(ctx context.Context, namespace, queue string, types, slots []string) ([]domain.SlotTask, error) {
+func (s *countingStore) ClaimRuns(ctx context.Context, namespace, queue string, types, slots []string) (domain.ClaimResult, error) {
 	if s.gate != nil {
 		<-s.gate
 	}
@@ -58,6 +58,7 @@ func newServer(t *testing.T, pool *pgxpool.Pool, dbURL string, lease time.Durati
 		done:  make(chan struct{}),
 	}
 	s.lis.OnQueue = s.dist.Notify
+	s.lis.OnFinished = s.dist.Finished
 	s.lis.OnReconnect = s.dist.NotifyAll
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel

@@ -18,37 +18,61 @@ type MaintenanceStore interface {
 	// MarkStaleWorkersOffline takes offline the workers silent for longer
 	// than silence.
 	MarkStaleWorkersOffline(ctx context.Context, silence time.Duration) (int64, error)
+	// DeleteFinishedRuns deletes up to limit runs that finished longer
+	// than retention ago.
+	DeleteFinishedRuns(ctx context.Context, retention time.Duration, limit int) (int64, error)
 }
 
-// Maintainer runs the background loops that keep work moving: the rescuer
-// of expired leases and the reaper of silent workers.
+// MaintainerOptions configure a Maintainer.
+type MaintainerOptions struct {
+	// Interval is how often the loops run (jittered ±10%).
+	Interval time.Duration
+	// HeartbeatInterval is the workers' heartbeat interval: a worker
+	// silent for three of them goes offline.
+	HeartbeatInterval time.Duration
+	// Retention is how long finished runs are kept; 0 keeps them forever.
+	Retention time.Duration
+	// Registerer, when not nil, receives the maintainer's metrics.
+	Registerer prometheus.Registerer
+}
+
+// Maintainer runs the background loops that keep work moving and the
+// database lean: the rescuer of expired leases, the reaper of silent
+// workers and the retention of finished runs.
 type Maintainer struct {
-	store    MaintenanceStore
-	logger   *slog.Logger
-	interval time.Duration
-	silence  time.Duration
-	rescued  *prometheus.CounterVec
+	store     MaintenanceStore
+	logger    *slog.Logger
+	interval  time.Duration
+	silence   time.Duration
+	retention time.Duration
+	rescued   *prometheus.CounterVec
+	deleted   prometheus.Counter
 }
 
-// rescueBatch bounds the rows one rescue transaction locks.
-const rescueBatch = 500
+// Batch sizes bound the rows one maintenance transaction locks.
+const (
+	rescueBatch    = 500
+	retentionBatch = 500
+)
 
-// NewMaintainer returns a maintainer that looks every interval (jittered)
-// and takes offline workers silent for three heartbeat intervals. reg may
-// be nil.
-func NewMaintainer(store MaintenanceStore, logger *slog.Logger, interval, heartbeatInterval time.Duration, reg prometheus.Registerer) *Maintainer {
+// NewMaintainer returns a maintainer. It does no I/O until Run or Tick.
+func NewMaintainer(store MaintenanceStore, logger *slog.Logger, opts MaintainerOptions) *Maintainer {
 	m := &Maintainer{
-		store:    store,
-		logger:   logger.With("component", "maintainer"),
-		interval: interval,
-		silence:  3 * heartbeatInterval,
+		store:     store,
+		logger:    logger.With("component", "maintainer"),
+		interval:  opts.Interval,
+		silence:   3 * opts.HeartbeatInterval,
+		retention: opts.Retention,
+		deleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kagzi_runs_deleted_total", Help: "Finished runs deleted by retention.",
+		}),
 		rescued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kagzi_runs_rescued_total",
 			Help: "Runs whose lease expired, by outcome: retry (scheduled) or failed (no attempt left).",
 		}, []string{"outcome"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.rescued)
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(m.rescued, m.deleted)
 	}
 	return m
 }
@@ -91,5 +115,27 @@ func (m *Maintainer) Tick(ctx context.Context) {
 	}
 	if n > 0 {
 		m.logger.Info("workers went offline after missing heartbeats", "workers", n)
+	}
+	m.deleteFinished(ctx)
+}
+
+// deleteFinished applies the retention in small batches until nothing old
+// is left, so that no transaction holds many locks for long.
+func (m *Maintainer) deleteFinished(ctx context.Context) {
+	if m.retention <= 0 {
+		return
+	}
+	for ctx.Err() == nil {
+		n, err := m.store.DeleteFinishedRuns(ctx, m.retention, retentionBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.logger.Error("delete finished runs", "error", err)
+			}
+			return
+		}
+		m.deleted.Add(float64(n))
+		if n < retentionBatch {
+			return
+		}
 	}
 }

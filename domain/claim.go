@@ -56,6 +56,17 @@ type SlotTask struct {
 	Task Task
 }
 
+// ClaimResult is what one claim statement got for a batch of slots.
+type ClaimResult struct {
+	Tasks []SlotTask
+	// Limited is set when the queue's settings (paused, concurrency
+	// limits) held the claim back.
+	Limited bool
+	// Refused holds, by worker ID, why workers named by slots may not
+	// claim (draining, offline, gone); their slots got nothing.
+	Refused map[string]error
+}
+
 // Lease names a run and the lease it is held under.
 type Lease struct {
 	RunID   string

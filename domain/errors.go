@@ -38,6 +38,9 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	if e.Message == "" {
+		return string(e.Code)
+	}
 	if e.Field != "" {
 		return fmt.Sprintf("%s: %s %s", e.Code, e.Field, e.Message)
 	}

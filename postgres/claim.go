@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,8 +15,8 @@ import (
 // oldest available_at first, skipping rows other claims hold, and gives the
 // n-th of them to slot n of $5 (a worker ID or NULL per slot). The order is
 // exactly the claim index's columns, so the planner walks that index even
-// right after a bulk enqueue. A claim starts a new attempt only when the
-// previous one failed or its lease expired (new_attempt).
+// right after a bulk enqueue. It claims nothing on a queue that is paused
+// or has limits: those take claimLimitedSQL.
 const claimSQL = `
 WITH picked AS (
 	SELECT run_id, row_number() OVER (ORDER BY available_at, run_id) AS slot
@@ -24,11 +25,44 @@ WITH picked AS (
 		WHERE namespace = $1 AND task_queue = $2
 			AND status IN ('pending', 'sleeping') AND available_at <= now()
 			AND (cardinality($3::text[]) = 0 OR workflow_type = ANY($3))
+			AND NOT EXISTS (SELECT FROM task_queues tq WHERE tq.namespace = $1 AND tq.name = $2
+				AND (tq.paused OR tq.max_concurrent IS NOT NULL OR tq.workflow_type_limits <> '{}'))
 		ORDER BY available_at, run_id
 		LIMIT $4
 		FOR UPDATE SKIP LOCKED
 	) c
-), slots AS (
+)` + claimUpdateSQL
+
+// claimLimitedSQL is claimSQL for a queue with limits, run under the
+// queue's advisory lock once the allowance is known: no type in $8, and of
+// each type in $7 (a JSON object) at most its number.
+const claimLimitedSQL = `
+WITH ranked AS (
+	SELECT run_id, available_at,
+		row_number() OVER (PARTITION BY workflow_type ORDER BY available_at, run_id) AS type_rank,
+		($7::jsonb ->> workflow_type)::int AS type_left
+	FROM workflow_runs
+	WHERE namespace = $1 AND task_queue = $2
+		AND status IN ('pending', 'sleeping') AND available_at <= now()
+		AND (cardinality($3::text[]) = 0 OR workflow_type = ANY($3))
+		AND workflow_type <> ALL($8::text[])
+), allowed AS (
+	SELECT run_id FROM ranked
+	WHERE type_left IS NULL OR type_rank <= type_left
+	ORDER BY available_at, run_id
+	LIMIT $4
+), locked AS (
+	SELECT run_id, available_at FROM workflow_runs
+	WHERE run_id IN (SELECT run_id FROM allowed) AND status IN ('pending', 'sleeping')
+	FOR UPDATE SKIP LOCKED
+), picked AS (
+	SELECT run_id, row_number() OVER (ORDER BY available_at, run_id) AS slot FROM locked
+)` + claimUpdateSQL
+
+// claimUpdateSQL marks the picked runs running under fresh leases. A claim
+// starts a new attempt only when the previous one failed or its lease
+// expired (new_attempt).
+const claimUpdateSQL = `, slots AS (
 	SELECT worker_id, slot FROM unnest($5::uuid[]) WITH ORDINALITY AS s(worker_id, slot)
 )
 UPDATE workflow_runs r SET
@@ -44,23 +78,97 @@ WHERE r.run_id = picked.run_id
 RETURNING picked.slot, r.run_id, r.workflow_type, r.version, r.input, r.attempt, r.lease_id,
 	r.lease_expires_at`
 
-// ClaimRuns claims runs for a batch of waiting slots; see distributor.Store.
-func (s *Store) ClaimRuns(ctx context.Context, namespace, queue string, types []string, slots []string) ([]domain.SlotTask, error) {
-	workerIDs := make([]*string, len(slots))
+// ClaimRuns claims runs for a batch of waiting slots; see
+// distributor.Store. Slots of workers that may not claim (draining,
+// offline, unknown) are refused and get nothing; the result also says when
+// the queue's settings held the claim back, so that the distributor knows
+// a finishing run may let it claim again.
+func (s *Store) ClaimRuns(ctx context.Context, namespace, queue string, types []string, slots []string) (domain.ClaimResult, error) {
+	var res domain.ClaimResult
+	refused, err := s.refusedWorkers(ctx, namespace, queue, slots)
+	if err != nil {
+		return res, fmt.Errorf("claim %s/%s: %w", namespace, queue, translate(err))
+	}
+	res.Refused = refused
+	var workerIDs []*string
+	var origin []int // origin[i] is the caller's index of compacted slot i
 	for i := range slots {
-		if slots[i] != "" {
-			workerIDs[i] = &slots[i]
+		if slots[i] == "" {
+			workerIDs, origin = append(workerIDs, nil), append(origin, i)
+		} else if refused[slots[i]] == nil {
+			workerIDs, origin = append(workerIDs, &slots[i]), append(origin, i)
 		}
+	}
+	if len(workerIDs) == 0 {
+		return res, nil
 	}
 	if types == nil {
 		types = []string{}
 	}
-	rows, err := s.pool.Query(ctx, claimSQL, namespace, queue, types, len(slots), workerIDs, s.leaseDuration.Milliseconds())
-	if err != nil {
-		return nil, fmt.Errorf("claim %s/%s: %w", namespace, queue, translate(err))
+	res.Tasks, err = collectClaimed(s.pool.Query(ctx, claimSQL, namespace, queue, types, len(workerIDs), workerIDs,
+		s.leaseDuration.Milliseconds()))
+	if err == nil && len(res.Tasks) == 0 {
+		// Empty, or held back by settings: only then is the second look paid.
+		if _, res.Limited, err = s.queueLimits(ctx, s.pool, namespace, queue); err == nil && res.Limited {
+			res.Tasks, err = s.claimLimited(ctx, namespace, queue, types, workerIDs)
+		}
 	}
-	tasks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (domain.SlotTask, error) {
-		st := domain.SlotTask{Task: domain.Task{Namespace: namespace, TaskQueue: queue}}
+	if err != nil {
+		return domain.ClaimResult{}, fmt.Errorf("claim %s/%s: %w", namespace, queue, translate(err))
+	}
+	for i := range res.Tasks {
+		t := &res.Tasks[i]
+		t.Slot = origin[t.Slot]
+		t.Task.Namespace, t.Task.TaskQueue = namespace, queue
+	}
+	return res, nil
+}
+
+const claimantsSQL = `SELECT worker_id::text, status, task_queue FROM workers WHERE namespace = $1 AND worker_id = ANY($2)`
+
+// refusedWorkers checks the workers the slots name, and returns why each
+// that may not claim from queue now may not.
+func (s *Store) refusedWorkers(ctx context.Context, namespace, queue string, slots []string) (map[string]error, error) {
+	var ids []string
+	seen := map[string]bool{}
+	for _, id := range slots {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, claimantsSQL, namespace, ids)
+	if err != nil {
+		return nil, err
+	}
+	found := map[string]bool{}
+	refused := map[string]error{}
+	var id, workerQueue string
+	var status domain.WorkerStatus
+	_, err = pgx.ForEachRow(rows, []any{&id, &status, &workerQueue}, func() error {
+		found[id] = true
+		if err := claimantError(id, status, workerQueue, queue); err != nil {
+			refused[id] = err
+		}
+		return nil
+	})
+	for _, id := range ids {
+		if !found[id] {
+			refused[id] = domain.Errorf(domain.CodeNotFound, "worker %s is not registered in namespace %s", id, namespace)
+		}
+	}
+	return refused, err
+}
+
+func collectClaimed(rows pgx.Rows, err error) ([]domain.SlotTask, error) {
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (domain.SlotTask, error) {
+		var st domain.SlotTask
 		t := &st.Task
 		err := row.Scan(&st.Slot, &t.RunID, &t.WorkflowType, &t.Version, &t.Input, &t.Attempt,
 			&t.LeaseID, &t.LeaseExpiresAt)
@@ -68,10 +176,68 @@ func (s *Store) ClaimRuns(ctx context.Context, namespace, queue string, types []
 		utc(&t.LeaseExpiresAt)
 		return st, err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("claim %s/%s: %w", namespace, queue, translate(err))
+}
+
+const queueLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('kagzi.queue:' || $1 || '/' || $2, 0))`
+
+const runningByTypeSQL = `
+SELECT workflow_type, count(*) FROM workflow_runs
+WHERE namespace = $1 AND task_queue = $2 AND status = 'running'
+GROUP BY workflow_type`
+
+// claimLimited claims on a queue with settings. Claims of the queue take
+// its advisory lock, so that counting its running runs and claiming more
+// cannot interleave across replicas; counting afresh each time means every
+// path that ends a lease gives its slot back with no bookkeeping.
+func (s *Store) claimLimited(ctx context.Context, namespace, queue string, types []string, workerIDs []*string) (tasks []domain.SlotTask, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, queueLockSQL, namespace, queue); err != nil {
+			return err
+		}
+		limits, _, err := s.queueLimits(ctx, tx, namespace, queue)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, runningByTypeSQL, namespace, queue)
+		if err != nil {
+			return err
+		}
+		running := map[string]int{}
+		var typ string
+		var n int
+		if _, err := pgx.ForEachRow(rows, []any{&typ, &n}, func() error { running[typ] = n; return nil }); err != nil {
+			return err
+		}
+		allow := limits.Allow(running)
+		limit := len(workerIDs)
+		if allow.Total >= 0 {
+			limit = min(limit, allow.Total)
+		}
+		if limit == 0 {
+			return nil
+		}
+		blocked := allow.Blocked
+		if blocked == nil {
+			blocked = []string{}
+		}
+		tasks, err = collectClaimed(tx.Query(ctx, claimLimitedSQL, namespace, queue, types, limit,
+			workerIDs, s.leaseDuration.Milliseconds(), allow.PerType, blocked))
+		return err
+	})
+	return tasks, err
+}
+
+const queueLimitsSQL = `
+SELECT paused, max_concurrent, workflow_type_limits FROM task_queues WHERE namespace = $1 AND name = $2`
+
+// queueLimits reads a queue's settings, and whether any of them limits
+// claims.
+func (s *Store) queueLimits(ctx context.Context, q querier, namespace, queue string) (l domain.QueueLimits, limited bool, err error) {
+	err = q.QueryRow(ctx, queueLimitsSQL, namespace, queue).Scan(&l.Paused, &l.MaxConcurrent, &l.WorkflowTypeLimits)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return l, false, nil
 	}
-	return tasks, nil
+	return l, l.Paused || l.MaxConcurrent != nil || len(l.WorkflowTypeLimits) > 0, err
 }
 
 // releaseSQL puts runs back to pending under the leases named, keeping the

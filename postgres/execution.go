@@ -279,27 +279,91 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 	return run, err
 }
 
-const completeRunSQL = `
-WITH c AS (
-	UPDATE workflow_runs SET status = 'completed', output = $4, finished_at = now(),
+// completeRunsSQL completes a batch of runs, each under its own lease: the
+// guard is per row, so a batch is exactly as fenced as single calls.
+var completeRunsSQL = `
+WITH req AS (
+	SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[])
+		WITH ORDINALITY AS r(namespace, run_id, lease_id, output, i)
+), c AS (
+	UPDATE workflow_runs w SET status = 'completed', output = req.output::json, finished_at = now(),
 		lease_id = NULL, lease_expires_at = NULL
-	WHERE ` + leaseGuard + `
-	RETURNING ` + runColumnsWithPayload + `
+	FROM req
+	WHERE w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
+		AND w.status = 'running' AND w.lease_expires_at > now()
+	RETURNING ` + prefixed("w.", runColumnsWithPayload) + `, req.i
 )
-SELECT c.*, pg_notify('` + Channel + `', 'r:' || run_id) FROM c`
+SELECT c.*, pg_notify('` + Channel + `', ` + finishedPayload + `) FROM c`
 
-// CompleteRun ends a run with its output.
+type completeReq struct {
+	namespace, runID, leaseID string
+	output                    json.RawMessage
+}
+
+type completeRes struct {
+	run domain.Run
+	err error
+}
+
+// CompleteRun ends a run with its output. Concurrent calls are grouped into
+// one statement and one commit (see batcher).
 func (s *Store) CompleteRun(ctx context.Context, namespace, runID, leaseID string, output json.RawMessage) (domain.Run, error) {
-	var run domain.Run
-	err := scanRun(s.pool.QueryRow(ctx, completeRunSQL, namespace, runID, leaseID, output), &run, &run.Input, &run.Output, nil)
-	if errors.Is(err, pgx.ErrNoRows) {
-		err = leaseError(ctx, s.pool, namespace, runID, leaseID)
+	if len(output) == 0 {
+		output = json.RawMessage("null")
 	}
+	res := s.completions.do(completeReq{namespace, runID, leaseID, output})
+	if res.err != nil {
+		return res.run, fmt.Errorf("complete run %s: %w", runID, res.err)
+	}
+	return res.run, nil
+}
+
+// completeRuns runs one batch of completions. A request its statement did
+// not complete is explained by its own follow-up read.
+func (s *Store) completeRuns(reqs []completeReq) []completeRes {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := len(reqs)
+	nss, runIDs, leaseIDs, outputs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, r := range reqs {
+		nss[i], runIDs[i], leaseIDs[i], outputs[i] = r.namespace, r.runID, r.leaseID, string(r.output)
+	}
+	res := make([]completeRes, n)
+	done := make([]bool, n)
+	var err error
+	for try := 0; try < 3; try++ {
+		err = s.completeBatch(ctx, nss, runIDs, leaseIDs, outputs, res, done)
+		if !isDeadlock(err) {
+			break
+		}
+	}
+	for i, r := range reqs {
+		switch {
+		case err != nil:
+			res[i].err = translate(err)
+		case !done[i]:
+			res[i].err = translate(leaseError(ctx, s.pool, r.namespace, r.runID, r.leaseID))
+		}
+	}
+	return res
+}
+
+func (s *Store) completeBatch(ctx context.Context, nss, runIDs, leaseIDs, outputs []string, res []completeRes, done []bool) error {
+	rows, err := s.pool.Query(ctx, completeRunsSQL, nss, runIDs, leaseIDs, outputs)
 	if err != nil {
-		return run, fmt.Errorf("complete run %s: %w", runID, translate(err))
+		return err
 	}
-	fillPayload(&run)
-	return run, nil
+	defer rows.Close()
+	for rows.Next() {
+		var i int
+		var run domain.Run
+		if err := scanRun(rows, &run, &run.Input, &run.Output, &i, nil); err != nil {
+			return err
+		}
+		fillPayload(&run)
+		res[i-1], done[i-1] = completeRes{run: run}, true
+	}
+	return rows.Err()
 }
 
 // endAttemptSQL ends the run's current attempt after a failure: back to
@@ -316,7 +380,7 @@ WITH f AS (
 	RETURNING ` + runColumnsWithPayload + `
 )
 SELECT f.*, pg_notify('` + Channel + `',
-	CASE WHEN $2 THEN 'q:' || namespace || '/' || task_queue ELSE 'r:' || run_id END) FROM f`
+	CASE WHEN $2 THEN 'q:' || namespace || '/' || task_queue ELSE ` + finishedPayload + ` END) FROM f`
 
 // FailRun ends the run's attempt with an error: a retry is scheduled by its
 // policy, or the run fails when no attempt is left or the error is not

@@ -26,6 +26,9 @@ type Listener struct {
 	// OnQueue is called, on the listener's goroutine, when work may have
 	// become claimable on a queue. It must not block.
 	OnQueue func(namespace, queue string)
+	// OnFinished is called, on the listener's goroutine, when a run of a
+	// queue became terminal. It must not block.
+	OnFinished func(namespace, queue string)
 	// OnReconnect is called after each reconnect that follows a lost connection.
 	OnReconnect func()
 
@@ -137,8 +140,16 @@ func (l *Listener) dispatch(payload string) {
 		if ok && l.OnQueue != nil {
 			l.OnQueue(ns, queue)
 		}
-	case "r":
-		l.wakeRun(rest)
+	case "f":
+		ns, rest, _ := strings.Cut(rest, "/")
+		queue, runID, ok := strings.Cut(rest, "/")
+		if !ok {
+			return
+		}
+		l.wakeRun(runID)
+		if l.OnFinished != nil {
+			l.OnFinished(ns, queue)
+		}
 	}
 }
 

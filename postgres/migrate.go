@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/golang-migrate/migrate/v4"
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
@@ -23,42 +24,76 @@ import (
 // once; golang-migrate's own lock covers one step at a time only.
 const migrateLockKey = 0x6b61677a69 // "kagzi"
 
-// Migrator runs the embedded migrations against one database.
+// Migrator runs the embedded migrations against one database. Each command
+// holds a session advisory lock, so that replicas starting at once migrate
+// one after the other.
 type Migrator struct {
-	m      *migrate.Migrate
 	db     *sql.DB
 	logger *slog.Logger
+	m      *migrate.Migrate // opened by the first command, under the lock
 }
 
-// NewMigrator opens a migrator for the database at url.
+// NewMigrator returns a migrator for the database at url. It does no I/O
+// until its first command.
 func NewMigrator(url string, logger *slog.Logger) (*Migrator, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	db := stdlib.OpenDB(*cfg)
-	driver, err := migratepgx.WithInstance(db, &migratepgx.Config{MultiStatementEnabled: true})
+	return &Migrator{db: stdlib.OpenDB(*cfg), logger: logger}, nil
+}
+
+// locked runs fn holding the migration lock, with golang-migrate open. The
+// lock is waited for by polling rather than in pg_advisory_lock: a backend
+// blocked in a statement holds a snapshot, and CREATE INDEX CONCURRENTLY on
+// the replica that holds the lock would wait for that snapshot forever.
+// For the same reason golang-migrate, which takes a lock of its own with
+// pg_advisory_lock as it opens and runs, is only used under this lock.
+func (mg *Migrator) locked(ctx context.Context, fn func() error) error {
+	conn, err := mg.db.Conn(ctx)
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open migration driver: %w", err)
+		return fmt.Errorf("connect for migration lock: %w", err)
 	}
-	src, err := iofs.New(migrations.FS, ".")
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open migration files: %w", err)
+	defer conn.Close()
+	for {
+		var got bool
+		if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", migrateLockKey).Scan(&got); err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
+		if got {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	m, err := migrate.NewWithInstance("iofs", src, "pgx5", driver)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open migrations: %w", err)
+	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrateLockKey)
+	if mg.m == nil {
+		driver, err := migratepgx.WithInstance(mg.db, &migratepgx.Config{MultiStatementEnabled: true})
+		if err != nil {
+			return fmt.Errorf("open migration driver: %w", err)
+		}
+		src, err := iofs.New(migrations.FS, ".")
+		if err != nil {
+			return fmt.Errorf("open migration files: %w", err)
+		}
+		if mg.m, err = migrate.NewWithInstance("iofs", src, "pgx5", driver); err != nil {
+			return fmt.Errorf("open migrations: %w", err)
+		}
 	}
-	return &Migrator{m: m, db: db, logger: logger}, nil
+	return fn()
 }
 
 // Close releases the migrator's connections.
 func (mg *Migrator) Close() error {
-	srcErr, dbErr := mg.m.Close()
-	return errors.Join(srcErr, dbErr, mg.db.Close())
+	var errs []error
+	if mg.m != nil {
+		srcErr, dbErr := mg.m.Close()
+		errs = append(errs, srcErr, dbErr)
+	}
+	return errors.Join(append(errs, mg.db.Close())...)
 }
 
 // Up applies every pending migration. A migration left dirty by a failed
@@ -89,30 +124,46 @@ func (mg *Migrator) Steps(ctx context.Context, n int) error {
 
 // Force sets the recorded version without running anything, clearing the
 // dirty flag: the operator's way out after mending a failed migration.
+// Version -1 records that no migration is applied.
 func (mg *Migrator) Force(ctx context.Context, version int) error {
 	return mg.locked(ctx, func() error { return mg.m.Force(version) })
 }
 
 // Version returns the recorded schema version and whether it is dirty.
 // A database with no migrations applied is version 0.
-func (mg *Migrator) Version() (version uint, dirty bool, err error) {
-	version, dirty, err = mg.m.Version()
-	if errors.Is(err, migrate.ErrNilVersion) {
-		return 0, false, nil
-	}
+func (mg *Migrator) Version(ctx context.Context) (version uint, dirty bool, err error) {
+	err = mg.locked(ctx, func() error {
+		version, dirty, err = mg.m.Version()
+		if errors.Is(err, migrate.ErrNilVersion) {
+			version, dirty, err = 0, false, nil
+		}
+		return err
+	})
 	return version, dirty, err
 }
 
 func (mg *Migrator) recoverDirty() error {
-	version, dirty, err := mg.Version()
+	version, dirty, err := mg.m.Version()
+	if errors.Is(err, migrate.ErrNilVersion) {
+		return nil
+	}
 	if err != nil || !dirty {
 		return err
 	}
 	if !rerunnable(version) {
-		return fmt.Errorf("schema version %d is dirty: mend the database, then run 'kagzi migrate force %d'", version, version-1)
+		return fmt.Errorf("schema version %d is dirty: mend the database, then run 'kagzi migrate force %d'", version, previousVersion(version))
 	}
 	mg.logger.Warn("retrying dirty index migration", "version", version)
-	return mg.m.Force(int(version) - 1)
+	return mg.m.Force(previousVersion(version))
+}
+
+// previousVersion is the version to force so that version runs again: the
+// one before it, or -1 (no migration applied) before the first.
+func previousVersion(version uint) int {
+	if version <= 1 {
+		return -1
+	}
+	return int(version) - 1
 }
 
 // rerunnable reports whether migration version is an index migration,
@@ -126,17 +177,4 @@ func rerunnable(version uint) bool {
 		}
 	}
 	return false
-}
-
-func (mg *Migrator) locked(ctx context.Context, fn func() error) error {
-	conn, err := mg.db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("connect for migration lock: %w", err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", migrateLockKey); err != nil {
-		return fmt.Errorf("take migration lock: %w", err)
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrateLockKey)
-	return fn()
 }

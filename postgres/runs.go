@@ -299,7 +299,7 @@ WITH c AS (
 	WHERE namespace = $1 AND run_id = $2 AND status IN ('pending', 'sleeping', 'running')
 	RETURNING ` + runColumnsWithPayload + `
 )
-SELECT c.*, pg_notify('` + Channel + `', 'r:' || run_id) FROM c`
+SELECT c.*, pg_notify('` + Channel + `', ` + finishedPayload + `) FROM c`
 
 // CancelRun cancels a live run. Cancelling a cancelled run returns it as
 // it is; a completed or failed run is a conflict.
@@ -322,4 +322,28 @@ func (s *Store) CancelRun(ctx context.Context, namespace, runID string) (domain.
 	default:
 		return run, domain.Errorf(domain.CodeConflict, "run %s is %s and cannot be cancelled", runID, run.Status)
 	}
+}
+
+// deleteFinishedSQL deletes one small batch of runs that finished before
+// the cutoff, with their steps (ON DELETE CASCADE). SKIP LOCKED keeps
+// replicas from waiting on each other, and the small batch keeps each
+// transaction's locks short.
+const deleteFinishedSQL = `
+DELETE FROM workflow_runs WHERE run_id IN (
+	SELECT run_id FROM workflow_runs
+	WHERE status IN ('completed', 'failed', 'cancelled')
+		AND finished_at < now() - $1 * interval '1 millisecond'
+	ORDER BY finished_at
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED
+)`
+
+// DeleteFinishedRuns deletes up to limit runs (with their steps and
+// payloads) that finished longer than retention ago, and returns how many.
+func (s *Store) DeleteFinishedRuns(ctx context.Context, retention time.Duration, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, deleteFinishedSQL, retention.Milliseconds(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete finished runs: %w", translate(err))
+	}
+	return tag.RowsAffected(), nil
 }

@@ -7,31 +7,50 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 
 	"github.com/kagzi/kagzi/domain"
 )
 
 // Channel is the one NOTIFY channel Kagzi uses. Its payload is
 // "q:{namespace}/{task_queue}" when work may have become claimable on a
-// queue, and "r:{run_id}" when a run became terminal.
+// queue, and "f:{namespace}/{task_queue}/{run_id}" when a run became
+// terminal (which also frees its slot under a concurrency limit).
 const Channel = "kagzi"
+
+// finishedPayload is the SQL expression of the "f:" payload for the row at
+// hand.
+const finishedPayload = `'f:' || namespace || '/' || task_queue || '/' || run_id`
 
 // Store is Kagzi's state in PostgreSQL.
 type Store struct {
 	pool          *pgxpool.Pool
 	leaseDuration time.Duration
+	completions   *batcher[completeReq, completeRes]
 }
+
+// Group commit of run completions: batches of up to 256 runs or 8 MiB of
+// output, at most 4 in flight.
+const (
+	completeBatch    = 256
+	completeBytes    = 8 << 20
+	completeInflight = 4
+)
 
 // NewStore returns a store over pool. Claims and heartbeats give leases of
 // leaseDuration.
 func NewStore(pool *pgxpool.Pool, leaseDuration time.Duration) *Store {
-	return &Store{pool: pool, leaseDuration: leaseDuration}
+	s := &Store{pool: pool, leaseDuration: leaseDuration}
+	s.completions = newBatcher(completeBatch, completeBytes, completeInflight,
+		func(r completeReq) int { return len(r.output) }, s.completeRuns)
+	return s
 }
 
 // NewPool connects a pool to url with at most maxConns connections (0 keeps
@@ -87,13 +106,13 @@ func translate(err error) error {
 		case "23505": // unique_violation
 			return fmt.Errorf("%w: %s", domain.ErrConflict, pgErr.Message)
 		case "57P01", "57P02", "57P03", "53300": // admin/crash shutdown, cannot connect now, too many connections
-			return fmt.Errorf("%w: %s", domain.ErrUnavailable, pgErr.Message)
+			return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
 		}
 		return err
 	}
 	var connErr *pgconn.ConnectError
-	if errors.As(err, &connErr) || pgconn.SafeToRetry(err) {
-		return fmt.Errorf("%w: %v", domain.ErrUnavailable, err)
+	if errors.As(err, &connErr) || pgconn.SafeToRetry(err) || errors.Is(err, puddle.ErrClosedPool) {
+		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
 	}
 	return err
 }
@@ -110,6 +129,22 @@ func utcp(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+// prefixed qualifies each column of a column list with prefix ("w.").
+func prefixed(prefix, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}
+
+// isDeadlock reports whether err is a deadlock PostgreSQL broke by
+// aborting this statement, which is safe to retry.
+func isDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "40P01"
 }
 
 // notFound gives a not-found error a message that names what is missing.

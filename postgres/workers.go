@@ -107,6 +107,14 @@ func (s *Store) CheckClaimant(ctx context.Context, namespace, queue, workerID st
 		return domain.Errorf(domain.CodeNotFound, "worker %s is not registered in namespace %s", workerID, namespace)
 	case err != nil:
 		return fmt.Errorf("check worker %s: %w", workerID, translate(err))
+	}
+	return claimantError(workerID, status, workerQueue, queue)
+}
+
+// claimantError says why a worker in status, registered on workerQueue,
+// may not claim from queue; nil when it may.
+func claimantError(workerID string, status domain.WorkerStatus, workerQueue, queue string) error {
+	switch {
 	case workerQueue != queue:
 		return domain.Errorf(domain.CodeNotFound, "worker %s is registered on task queue %s, not %s", workerID, workerQueue, queue)
 	case status == domain.WorkerDraining:

@@ -32,6 +32,7 @@ type Config struct {
 	MaxWaitMS           int64         `envconfig:"MAX_WAIT_MS" default:"60000" desc:"longest long-poll (claim, wait for a run), in ms"`
 	LeaseDurationMS     int64         `envconfig:"LEASE_DURATION_MS" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
 	HeartbeatIntervalMS int64         `envconfig:"HEARTBEAT_INTERVAL_MS" default:"10000" desc:"interval workers are told to heartbeat at, in ms"`
+	Retention           time.Duration `envconfig:"RETENTION" default:"168h" desc:"how long finished runs are kept (0 keeps them forever)"`
 	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"how long shutdown waits for requests in flight"`
 }
 
@@ -69,6 +70,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%s_MAX_BATCH_BYTES must be at least %s_PAYLOAD_MAX_BYTES (%d), not %d", envPrefix, envPrefix, c.PayloadMaxBytes, c.MaxBatchBytes)
 	case c.MaxWaitMS < 0:
 		return fmt.Errorf("%s_MAX_WAIT_MS must not be negative, not %d", envPrefix, c.MaxWaitMS)
+	case c.Retention < 0:
+		return fmt.Errorf("%s_RETENTION must not be negative, not %s", envPrefix, c.Retention)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("%s_SHUTDOWN_TIMEOUT must be positive, not %s", envPrefix, c.ShutdownTimeout)
 	}
@@ -128,7 +131,7 @@ Usage:
   kagzi migrate up           apply every pending migration
   kagzi migrate down N       roll back N migrations
   kagzi migrate version      print the schema version
-  kagzi migrate force V      record version V without running anything
+  kagzi migrate force V      record version V without running anything (-1: none)
   kagzi help                 this text
 
 Configuration is read from the environment only:

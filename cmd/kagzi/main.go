@@ -65,8 +65,8 @@ func migrateCmd(ctx context.Context, cfg Config, logger *slog.Logger, args []str
 			return 0, fmt.Errorf("migrate %s needs a number", args[0])
 		}
 		n, err := strconv.Atoi(args[1])
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("migrate %s: %q is not a non-negative number", args[0], args[1])
+		if err != nil || n < -1 || n == -1 && args[0] != "force" {
+			return 0, fmt.Errorf("migrate %s: %q is not a valid number", args[0], args[1])
 		}
 		return n, nil
 	}
@@ -95,7 +95,7 @@ func migrateCmd(ctx context.Context, cfg Config, logger *slog.Logger, args []str
 	if err != nil {
 		return err
 	}
-	v, dirty, err := m.Version()
+	v, dirty, err := m.Version(ctx)
 	if err != nil {
 		return err
 	}

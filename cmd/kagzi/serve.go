@@ -3,21 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kagzi/kagzi"
-	"github.com/kagzi/kagzi/api"
-	"github.com/kagzi/kagzi/distributor"
-	"github.com/kagzi/kagzi/migrations"
 	"github.com/kagzi/kagzi/postgres"
 )
 
@@ -47,34 +40,17 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
-	store := postgres.NewStore(pool, ms(cfg.LeaseDurationMS))
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		api.NewDepthCollector(store))
-	dist := distributor.New(store, logger, distributor.Options{Metrics: distributor.NewMetrics(reg)})
-	listener := postgres.NewListener(cfg.DatabaseURL, logger, reg)
-	listener.OnQueue = dist.Notify
-	listener.OnReconnect = dist.NotifyAll
-	maintainer := distributor.NewMaintainer(store, logger, time.Second, ms(cfg.HeartbeatIntervalMS), reg)
-
-	srv := api.New(api.Config{
-		Version:    version,
-		Limits:     cfg.limits(),
-		Logger:     logger,
-		Workflows:  store,
-		Execution:  store,
-		Workers:    store,
-		Claimer:    dist,
-		Watcher:    listener,
-		Ready:      readyCheck(store, listener, logger),
-		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		RunMetrics: api.NewMetrics(reg),
-		OpenAPI:    kagzi.OpenAPI,
+	srv := kagzi.NewServer(kagzi.Config{
+		DatabaseURL: cfg.DatabaseURL,
+		Pool:        pool,
+		Limits:      cfg.limits(),
+		Retention:   cfg.Retention,
+		Version:     version,
+		Logger:      logger,
 	})
 	httpSrv := &http.Server{
 		Addr:              cfg.HTTPAddr,
-		Handler:           srv,
+		Handler:           srv.API,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -85,9 +61,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	logger.Info("serving", "addr", ln.Addr().String(), "version", version)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return listener.Run(gctx) })
-	g.Go(func() error { return dist.Run(gctx) }) // answers parked claims at shutdown
-	g.Go(func() error { return maintainer.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) }) // answers parked claims at shutdown
 	g.Go(func() error {
 		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -102,27 +76,4 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return httpSrv.Shutdown(sctx)
 	})
 	return g.Wait()
-}
-
-// readyCheck reports the database, the schema version and the LISTEN
-// connection. What it says is public: causes are logged, not returned.
-func readyCheck(store *postgres.Store, listener *postgres.Listener, logger *slog.Logger) api.ReadyCheck {
-	return func(ctx context.Context) map[string]error {
-		checks := map[string]error{"database": nil, "listener": listener.Ready()}
-		if err := store.Ping(ctx); err != nil {
-			logger.Warn("readiness: database", "error", err)
-			checks["database"] = errors.New("the database does not answer")
-		}
-		v, dirty, err := store.SchemaVersion(ctx)
-		switch {
-		case err != nil:
-			logger.Warn("readiness: schema version", "error", err)
-			checks["schema"] = errors.New("the schema version cannot be read")
-		case dirty || v != migrations.Latest():
-			checks["schema"] = fmt.Errorf("schema is at version %d (dirty: %v); this binary expects %d", v, dirty, migrations.Latest())
-		default:
-			checks["schema"] = nil
-		}
-		return checks
-	}
 }

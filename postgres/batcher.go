@@ -1,0 +1,99 @@
+package postgres
+
+import (
+	"sync"
+)
+
+// batcher groups concurrent calls into batches, so that many requests
+// share one statement and one commit (group commit). Nothing waits to fill
+// a batch: a call that finds fewer than maxInflight batches in flight runs
+// at once with whatever has queued; calls that arrive while batches are in
+// flight queue up and go together in the next one. Latency when idle is one
+// statement; throughput under load is that of large batches.
+type batcher[Req, Res any] struct {
+	exec        func([]Req) []Res // one result per request, in order
+	size        func(Req) int     // bytes a request adds to a batch
+	maxBatch    int               // requests in a batch
+	maxBytes    int               // bytes in a batch (one request may exceed it)
+	maxInflight int
+
+	mu       sync.Mutex
+	pending  []*call[Req, Res]
+	inflight int
+}
+
+type call[Req, Res any] struct {
+	req  Req
+	res  Res
+	done chan struct{}
+}
+
+func newBatcher[Req, Res any](maxBatch, maxBytes, maxInflight int, size func(Req) int, exec func([]Req) []Res) *batcher[Req, Res] {
+	return &batcher[Req, Res]{exec: exec, size: size, maxBatch: maxBatch, maxBytes: maxBytes, maxInflight: maxInflight}
+}
+
+// do runs req in some batch and returns its result.
+func (b *batcher[Req, Res]) do(req Req) Res {
+	c := &call[Req, Res]{req: req, done: make(chan struct{})}
+	b.mu.Lock()
+	b.pending = append(b.pending, c)
+	if b.inflight < b.maxInflight {
+		b.inflight++
+		batch := b.take()
+		b.mu.Unlock()
+		b.run(batch)
+		// Whatever queued meanwhile is drained by a goroutine of its own,
+		// so that this caller is not kept serving others.
+		b.mu.Lock()
+		if len(b.pending) > 0 {
+			go b.drain()
+		} else {
+			b.inflight--
+		}
+	}
+	b.mu.Unlock()
+	<-c.done
+	return c.res
+}
+
+// take removes the next batch from pending. The caller holds the mutex.
+func (b *batcher[Req, Res]) take() []*call[Req, Res] {
+	n, bytes := 0, 0
+	for n < len(b.pending) && n < b.maxBatch {
+		bytes += b.size(b.pending[n].req)
+		if n > 0 && bytes > b.maxBytes {
+			break
+		}
+		n++
+	}
+	batch := b.pending[:n:n]
+	b.pending = b.pending[n:]
+	return batch
+}
+
+// drain runs batches until nothing is pending, holding one in-flight slot.
+func (b *batcher[Req, Res]) drain() {
+	for {
+		b.mu.Lock()
+		if len(b.pending) == 0 {
+			b.inflight--
+			b.mu.Unlock()
+			return
+		}
+		batch := b.take()
+		b.mu.Unlock()
+		b.run(batch)
+	}
+}
+
+func (b *batcher[Req, Res]) run(batch []*call[Req, Res]) {
+	reqs := make([]Req, len(batch))
+	for i, c := range batch {
+		reqs[i] = c.req
+	}
+	results := b.exec(reqs)
+	for i, c := range batch {
+		c.res = results[i]
+		close(c.done)
+	}
+}

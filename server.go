@@ -1,0 +1,150 @@
+package kagzi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kagzi/kagzi/api"
+	"github.com/kagzi/kagzi/distributor"
+	"github.com/kagzi/kagzi/migrations"
+	"github.com/kagzi/kagzi/postgres"
+)
+
+// Config is what a Kagzi server is assembled from.
+type Config struct {
+	// DatabaseURL is the database; the LISTEN connection dials it.
+	DatabaseURL string
+	// Pool is the connection pool the store uses.
+	Pool *pgxpool.Pool
+	// Limits are the API's limits; LeaseDuration and HeartbeatInterval
+	// also drive the store and the maintainer.
+	Limits api.Limits
+	// Retention is how long finished runs are kept; 0 keeps them.
+	Retention time.Duration
+	// MaintainerInterval is how often the rescuer, the worker reaper and
+	// retention run. Default 1s.
+	MaintainerInterval time.Duration
+	// NoMaintainer leaves the maintainer out of Run, for tests that call
+	// Maintainer.Tick themselves.
+	NoMaintainer bool
+	// SchedulerInterval is how often the cron scheduler looks for due
+	// schedules. Default 1s.
+	SchedulerInterval time.Duration
+	// NoScheduler leaves the scheduler out of Run, for tests that call
+	// Scheduler.Tick themselves.
+	NoScheduler bool
+	// Distributor tunes the distributor; its Metrics are set by New.
+	Distributor distributor.Options
+	Version     string
+	Logger      *slog.Logger
+	// Registry receives every metric; New makes one when nil.
+	Registry *prometheus.Registry
+}
+
+// Server is one Kagzi replica, assembled: the HTTP API over the store, the
+// distributor fed by the LISTEN connection, and the background maintainer.
+type Server struct {
+	API         *api.Server
+	Store       *postgres.Store
+	Listener    *postgres.Listener
+	Distributor *distributor.Distributor
+	Maintainer  *distributor.Maintainer
+	Scheduler   *distributor.Scheduler
+	Registry    *prometheus.Registry
+	cfg         Config
+}
+
+// NewServer assembles a server. It does no I/O: Run starts it.
+func NewServer(cfg Config) *Server {
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if cfg.MaintainerInterval <= 0 {
+		cfg.MaintainerInterval = time.Second
+	}
+	if cfg.SchedulerInterval <= 0 {
+		cfg.SchedulerInterval = time.Second
+	}
+	logger := cfg.Logger
+	store := postgres.NewStore(cfg.Pool, cfg.Limits.LeaseDuration)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		api.NewDepthCollector(store))
+	opts := cfg.Distributor
+	opts.Metrics = distributor.NewMetrics(reg)
+	dist := distributor.New(store, logger, opts)
+	listener := postgres.NewListener(cfg.DatabaseURL, logger, reg)
+	listener.OnQueue = dist.Notify
+	listener.OnFinished = dist.Finished
+	listener.OnReconnect = dist.NotifyAll
+	maintainer := distributor.NewMaintainer(store, logger, distributor.MaintainerOptions{
+		Interval:          cfg.MaintainerInterval,
+		HeartbeatInterval: cfg.Limits.HeartbeatInterval,
+		Retention:         cfg.Retention,
+		Registerer:        reg,
+	})
+	scheduler := distributor.NewScheduler(store, logger, cfg.SchedulerInterval, reg)
+	srv := api.New(api.Config{
+		Version:    cfg.Version,
+		Limits:     cfg.Limits,
+		Logger:     logger,
+		Workflows:  store,
+		Execution:  store,
+		Workers:    store,
+		TaskQueues: store,
+		Schedules:  store,
+		Claimer:    dist,
+		Watcher:    listener,
+		Ready:      readyCheck(store, listener, logger),
+		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		RunMetrics: api.NewMetrics(reg),
+		OpenAPI:    OpenAPI,
+	})
+	return &Server{API: srv, Store: store, Listener: listener, Distributor: dist,
+		Maintainer: maintainer, Scheduler: scheduler, Registry: reg, cfg: cfg}
+}
+
+// Run runs the LISTEN connection, the distributor, the maintainer and the
+// scheduler until ctx ends. When it ends, parked claims are answered at once; serve HTTP
+// until Run has returned so that those answers reach their clients.
+func (s *Server) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Listener.Run(ctx) })
+	g.Go(func() error { return s.Distributor.Run(ctx) })
+	if !s.cfg.NoMaintainer {
+		g.Go(func() error { return s.Maintainer.Run(ctx) })
+	}
+	if !s.cfg.NoScheduler {
+		g.Go(func() error { return s.Scheduler.Run(ctx) })
+	}
+	return g.Wait()
+}
+
+// readyCheck reports the database, the schema version and the LISTEN
+// connection. What it says is public: causes are logged, not returned.
+func readyCheck(store *postgres.Store, listener *postgres.Listener, logger *slog.Logger) api.ReadyCheck {
+	return func(ctx context.Context) map[string]error {
+		checks := map[string]error{"database": nil, "schema": nil, "listener": listener.Ready()}
+		if err := store.Ping(ctx); err != nil {
+			logger.Warn("readiness: database", "error", err)
+			checks["database"] = fmt.Errorf("the database does not answer")
+		}
+		v, dirty, err := store.SchemaVersion(ctx)
+		switch {
+		case err != nil:
+			logger.Warn("readiness: schema version", "error", err)
+			checks["schema"] = fmt.Errorf("the schema version cannot be read")
+		case dirty || v != migrations.Latest():
+			checks["schema"] = fmt.Errorf("schema is at version %d (dirty: %v); this binary expects %d", v, dirty, migrations.Latest())
+		}
+		return checks
+	}
+}
