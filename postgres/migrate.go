@@ -26,7 +26,7 @@ const migrateLockKey = 0x6b61677a69 // "kagzi"
 
 // Migrator runs the embedded migrations against one database. Each command
 // holds a session advisory lock, so that replicas starting at once migrate
-// one after the other.
+// one after the other. A Migrator is for one goroutine at a time.
 type Migrator struct {
 	db     *sql.DB
 	logger *slog.Logger
