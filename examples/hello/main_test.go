@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kagzi/kagzi/client"
+	"github.com/kagzi/kagzi/internal/testserver"
+)
+
+// The example runs end to end against a real server and database.
+func TestHello(t *testing.T) {
+	t.Parallel()
+	srv := testserver.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out strings.Builder
+	if err := run(ctx, srv.URL, "Ada", &out); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	m := regexp.MustCompile(`^started run ([0-9a-f-]{36})\nHello, Ada!\n$`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("output:\n%s\nwant the run's ID and the greeting", out.String())
+	}
+	steps, err := client.New(srv.URL).Steps(ctx, m[1])
+	if err != nil || len(steps) != 1 || steps[0].Name != "compose" || steps[0].Status != client.StepCompleted {
+		t.Errorf("steps = %+v, %v; want compose, completed", steps, err)
+	}
+}
