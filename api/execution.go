@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -106,9 +107,14 @@ type beginStepResponse struct {
 	Output        json.RawMessage `json:"output"`
 }
 
-// stepName reads and checks the {step} path parameter.
+// stepName reads and checks the {step} path parameter. chi routes on the
+// escaped path when there is one, so a name with "/" or spaces arrives
+// escaped and is unescaped here.
 func stepName(r *http.Request) (string, error) {
-	name := chi.URLParam(r, "step")
+	name, err := url.PathUnescape(chi.URLParam(r, "step"))
+	if err != nil {
+		return "", domain.Invalid("step", "is not a valid escaped path segment")
+	}
 	return name, domain.ValidateName("step", name)
 }
 

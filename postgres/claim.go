@@ -268,8 +268,12 @@ func (s *Store) ReleaseRuns(ctx context.Context, leases []domain.Lease) error {
 	return nil
 }
 
+// releasedType is the error type of a step attempt cut short by a release:
+// its worker was stopped or its client left, so it counts as no attempt.
+const releasedType = "released"
+
 var releasedStepError = func() *domain.ErrorInfo {
-	t := "released"
+	t := releasedType
 	return &domain.ErrorInfo{Message: "the run was released before this step finished", Type: &t}
 }()
 

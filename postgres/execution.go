@@ -83,45 +83,75 @@ func (s *Store) HeartbeatRun(ctx context.Context, namespace, runID, leaseID stri
 }
 
 const latestStepSQL = `
-SELECT ` + stepColumns + `, retry_policy FROM workflow_steps
+SELECT ` + stepColumns + `, retry_policy, run_attempt,
+	(SELECT count(*) FROM workflow_steps c WHERE c.run_id = $1 AND c.name = $2
+		AND (c.status <> 'failed' OR c.error->>'type' IS DISTINCT FROM '` + releasedType + `'))
+FROM workflow_steps
 WHERE run_id = $1 AND name = $2 ORDER BY attempt DESC LIMIT 1`
 
-// latestStep returns the latest attempt of a step and its retry policy.
-func latestStep(ctx context.Context, tx pgx.Tx, runID, name string) (st domain.Step, policy *domain.RetryPolicy, found bool, err error) {
-	row := tx.QueryRow(ctx, latestStepSQL, runID, name)
-	err = row.Scan(&st.RunID, &st.Name, &st.Kind, &st.Attempt, &st.Status, &st.Input, &st.Output,
-		&st.Error, &st.RetryAt, &st.WakeUpAt, &st.CreatedAt, &st.FinishedAt, &policy)
+// stepState is the latest attempt of a step and what decisions about the
+// step need.
+type stepState struct {
+	domain.Step
+	found  bool
+	policy *domain.RetryPolicy // resolved when the attempt began
+	// runAttempt is the run attempt the latest attempt ran in.
+	runAttempt *int
+	// attempts counts the step's attempts that count against its retry
+	// policy: all but those released (their worker was stopped).
+	attempts int
+}
+
+// latestStep returns the state of a step.
+func latestStep(ctx context.Context, tx pgx.Tx, runID, name string) (stepState, error) {
+	var st stepState
+	err := tx.QueryRow(ctx, latestStepSQL, runID, name).Scan(&st.RunID, &st.Name, &st.Kind, &st.Attempt,
+		&st.Status, &st.Input, &st.Output, &st.Error, &st.RetryAt, &st.WakeUpAt, &st.CreatedAt,
+		&st.FinishedAt, &st.policy, &st.runAttempt, &st.attempts)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return st, nil, false, nil
+		return st, nil
 	}
-	normalizeStep(&st)
-	return st, policy, err == nil, err
+	normalizeStep(&st.Step)
+	st.found = err == nil
+	return st, err
+}
+
+// failedForGood reports whether the latest attempt failed with no retry in
+// the run attempt at hand: then a replay of the step gets that failure
+// again instead of running it once more. (A later run attempt runs it
+// again; so does a step whose attempt was released.)
+func (st stepState) failedForGood(runAttempt int) bool {
+	return st.found && st.Status == domain.StepFailed && st.RetryAt == nil &&
+		st.runAttempt != nil && *st.runAttempt == runAttempt &&
+		(st.Error == nil || st.Error.Type == nil || *st.Error.Type != releasedType)
 }
 
 const insertStepSQL = `
-INSERT INTO workflow_steps (run_id, name, attempt, kind, status, input, retry_policy, wake_up_at, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $5 = 'running' THEN NULL ELSE now() END)
+INSERT INTO workflow_steps (run_id, name, attempt, kind, status, input, retry_policy, wake_up_at,
+	run_attempt, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $5 = 'running' THEN NULL ELSE now() END)
 RETURNING ` + stepColumns
 
 // BeginStep starts an attempt of a step, or, when its latest attempt
-// completed, returns it for replay with shouldExecute false. A step whose
-// latest attempt is still running is returned as it is, so a begin the
-// worker retried does not start a second attempt.
+// completed (or failed for good in this run attempt), returns it for replay
+// with shouldExecute false. A step whose latest attempt is still running
+// is returned as it is, so a begin the worker retried does not start a
+// second attempt.
 func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string, b domain.BeginStep) (shouldExecute bool, step domain.Step, err error) {
 	err = s.inTx(ctx, "begin step "+b.Name, func(tx pgx.Tx) error {
-		_, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
+		runAttempt, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
 		if err != nil {
 			return err
 		}
-		latest, _, found, err := latestStep(ctx, tx, runID, b.Name)
+		latest, err := latestStep(ctx, tx, runID, b.Name)
 		if err != nil {
 			return err
 		}
-		if found && latest.Kind != b.Kind {
+		if latest.found && latest.Kind != b.Kind {
 			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not %s", b.Name, latest.Kind, b.Kind)
 		}
-		if found && latest.Status != domain.StepFailed {
-			step, shouldExecute = latest, latest.Status == domain.StepRunning
+		if latest.found && latest.Status != domain.StepFailed || latest.failedForGood(runAttempt) {
+			step, shouldExecute = latest.Step, latest.Status == domain.StepRunning
 			return nil
 		}
 		policy, err := b.RetryPolicy.Resolve("retry_policy", runPolicy)
@@ -133,7 +163,7 @@ func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string,
 			input = json.RawMessage("null")
 		}
 		err = scanStep(tx.QueryRow(ctx, insertStepSQL, runID, b.Name, latest.Attempt+1, b.Kind,
-			domain.StepRunning, input, policy, nil), &step)
+			domain.StepRunning, input, policy, nil, runAttempt), &step)
 		shouldExecute = true
 		return err
 	})
@@ -163,11 +193,11 @@ func (s *Store) CompleteStep(ctx context.Context, namespace, runID, leaseID, nam
 
 // noRunningStep says why a step has no running attempt to finish.
 func noRunningStep(ctx context.Context, tx pgx.Tx, runID, name string) error {
-	latest, _, found, err := latestStep(ctx, tx, runID, name)
+	latest, err := latestStep(ctx, tx, runID, name)
 	switch {
 	case err != nil:
 		return err
-	case !found:
+	case !latest.found:
 		return domain.Errorf(domain.CodeNotFound, "step %q has not begun", name)
 	}
 	return domain.Errorf(domain.CodeConflict, "step %q attempt %d is already %s", name, latest.Attempt, latest.Status)
@@ -198,19 +228,20 @@ func (s *Store) FailStep(ctx context.Context, namespace, runID, leaseID, name st
 		if err != nil {
 			return err
 		}
-		latest, policy, found, err := latestStep(ctx, tx, runID, name)
+		latest, err := latestStep(ctx, tx, runID, name)
 		if err != nil {
 			return err
 		}
-		if !found || latest.Status != domain.StepRunning {
+		if !latest.found || latest.Status != domain.StepRunning {
 			return noRunningStep(ctx, tx, runID, name)
 		}
+		policy := latest.policy
 		if policy == nil {
 			policy = &runPolicy
 		}
 		var delayMS *int64
 		var delay time.Duration
-		retry, delay = policy.Decide(latest.Attempt, e)
+		retry, delay = policy.Decide(latest.attempts, e)
 		if retry {
 			ms := delay.Milliseconds()
 			delayMS = &ms
@@ -247,27 +278,28 @@ const wakeTimeSQL = `SELECT COALESCE($1::timestamptz, now() + $2 * interval '1 m
 func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req domain.SleepRequest) (domain.Run, error) {
 	var run domain.Run
 	err := s.inTx(ctx, "sleep "+req.Step, func(tx pgx.Tx) error {
-		if _, _, err := fence(ctx, tx, namespace, runID, leaseID); err != nil {
+		runAttempt, _, err := fence(ctx, tx, namespace, runID, leaseID)
+		if err != nil {
 			return err
 		}
 		var wake time.Time
 		if err := tx.QueryRow(ctx, wakeTimeSQL, req.Until, req.Duration.Milliseconds()).Scan(&wake); err != nil {
 			return err
 		}
-		latest, _, found, err := latestStep(ctx, tx, runID, req.Step)
+		latest, err := latestStep(ctx, tx, runID, req.Step)
 		switch {
 		case err != nil:
 			return err
-		case found && latest.Kind != domain.StepSleep:
+		case latest.found && latest.Kind != domain.StepSleep:
 			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a sleep", req.Step, latest.Kind)
-		case found && latest.Status == domain.StepCompleted:
+		case latest.found && latest.Status == domain.StepCompleted:
 			return domain.Errorf(domain.CodeConflict, "sleep %q is already done", req.Step)
-		case found && latest.Status == domain.StepRunning:
+		case latest.found && latest.Status == domain.StepRunning:
 			_, err = tx.Exec(ctx, completeSleepStepSQL, runID, req.Step, wake)
 		default:
 			var st domain.Step
 			err = scanStep(tx.QueryRow(ctx, insertStepSQL, runID, req.Step, latest.Attempt+1,
-				domain.StepSleep, domain.StepCompleted, nil, nil, wake), &st)
+				domain.StepSleep, domain.StepCompleted, nil, nil, wake, runAttempt), &st)
 		}
 		if err != nil {
 			return err

@@ -1,0 +1,108 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kagzi/kagzi/domain"
+)
+
+// taskQueuesSQL lists the queues of a namespace that are in use: those
+// with live runs, settings or workers that are not offline.
+const taskQueuesSQL = `
+WITH live AS (
+	SELECT task_queue AS name,
+		count(*) FILTER (WHERE status = 'pending') AS pending,
+		count(*) FILTER (WHERE status IN ('pending', 'sleeping') AND available_at <= now()) AS available,
+		count(*) FILTER (WHERE status = 'running') AS running,
+		count(*) FILTER (WHERE status = 'sleeping') AS sleeping,
+		min(available_at) FILTER (WHERE status IN ('pending', 'sleeping')) AS oldest_available_at
+	FROM workflow_runs
+	WHERE namespace = $1 AND status IN ('pending', 'sleeping', 'running')
+	GROUP BY task_queue
+), w AS (
+	SELECT task_queue AS name, count(*) FILTER (WHERE status = 'online') AS online
+	FROM workers WHERE namespace = $1 AND status <> 'offline'
+	GROUP BY task_queue
+), names AS (
+	SELECT name FROM live
+	UNION SELECT name FROM task_queues WHERE namespace = $1
+	UNION SELECT name FROM w
+)
+SELECT names.name, COALESCE(live.pending, 0), COALESCE(live.available, 0), COALESCE(live.running, 0),
+	COALESCE(live.sleeping, 0), live.oldest_available_at, COALESCE(tq.paused, false), tq.max_concurrent,
+	COALESCE(tq.workflow_type_limits, '{}'), COALESCE(w.online, 0)
+FROM names
+LEFT JOIN live USING (name)
+LEFT JOIN w USING (name)
+LEFT JOIN task_queues tq ON tq.namespace = $1 AND tq.name = names.name
+WHERE $2 = '' OR names.name = $2
+ORDER BY names.name`
+
+// ListTaskQueues returns the queues of a namespace in use, by name.
+func (s *Store) ListTaskQueues(ctx context.Context, namespace string) ([]domain.TaskQueue, error) {
+	return s.taskQueues(ctx, namespace, "")
+}
+
+func (s *Store) taskQueues(ctx context.Context, namespace, only string) ([]domain.TaskQueue, error) {
+	rows, err := s.pool.Query(ctx, taskQueuesSQL, namespace, only)
+	if err != nil {
+		return nil, fmt.Errorf("list task queues: %w", translate(err))
+	}
+	queues, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (domain.TaskQueue, error) {
+		var q domain.TaskQueue
+		err := row.Scan(&q.Name, &q.Pending, &q.Available, &q.Running, &q.Sleeping, &q.OldestAvailableAt,
+			&q.Paused, &q.MaxConcurrent, &q.WorkflowTypeLimits, &q.WorkersOnline)
+		q.OldestAvailableAt = utcp(q.OldestAvailableAt)
+		return q, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list task queues: %w", translate(err))
+	}
+	return queues, nil
+}
+
+// patchTaskQueueSQL merges a patch into a queue's settings: $3 paused (NULL
+// keeps it), $5 max_concurrent when $4, the limits of $6 set and those
+// named in $7 removed. It notifies the queue, so that waiters of a resumed
+// or widened queue are served at once.
+const patchTaskQueueSQL = `
+WITH p AS (
+	INSERT INTO task_queues (namespace, name, paused, max_concurrent, workflow_type_limits)
+	VALUES ($1, $2, COALESCE($3, false), CASE WHEN $4 THEN $5::int END, $6::jsonb - $7::text[])
+	ON CONFLICT (namespace, name) DO UPDATE SET
+		paused = COALESCE($3, task_queues.paused),
+		max_concurrent = CASE WHEN $4 THEN $5::int ELSE task_queues.max_concurrent END,
+		workflow_type_limits = (task_queues.workflow_type_limits || $6::jsonb) - $7::text[],
+		updated_at = now()
+	RETURNING namespace, name
+)
+SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || name) FROM p`
+
+// PatchTaskQueue changes a queue's settings and returns the queue.
+func (s *Store) PatchTaskQueue(ctx context.Context, namespace, queue string, p domain.TaskQueuePatch) (domain.TaskQueue, error) {
+	set := map[string]int{}
+	removed := []string{}
+	for t, v := range p.WorkflowTypeLimits {
+		if v == nil {
+			removed = append(removed, t)
+		} else {
+			set[t] = *v
+		}
+	}
+	if _, err := s.pool.Exec(ctx, patchTaskQueueSQL, namespace, queue, p.Paused, p.MaxConcurrent.Set,
+		p.MaxConcurrent.Value, set, removed); err != nil {
+		return domain.TaskQueue{}, fmt.Errorf("patch task queue %s: %w", queue, translate(err))
+	}
+	queues, err := s.taskQueues(ctx, namespace, queue)
+	if err != nil {
+		return domain.TaskQueue{}, err
+	}
+	if len(queues) != 1 {
+		return domain.TaskQueue{}, errors.New("patch task queue: the queue vanished")
+	}
+	return queues[0], nil
+}
