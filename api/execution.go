@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -22,6 +23,7 @@ type ExecutionStore interface {
 	FailStep(ctx context.Context, namespace, runID, leaseID, name string, e *domain.ErrorInfo) (domain.Step, bool, error)
 	Sleep(ctx context.Context, namespace, runID, leaseID string, req domain.SleepRequest) (domain.Run, error)
 	CompleteRun(ctx context.Context, namespace, runID, leaseID string, output json.RawMessage) (domain.Run, error)
+	CompleteRuns(ctx context.Context, namespace string, items []domain.RunCompletion) []error
 	FailRun(ctx context.Context, namespace, runID, leaseID string, e *domain.ErrorInfo) (domain.Run, error)
 }
 
@@ -293,5 +295,63 @@ func (s *Server) failRun(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.metrics.runFailed(run.Status)
 	writeJSON(w, http.StatusOK, run)
+	return nil
+}
+
+type completeRunsRequest struct {
+	Runs []domain.RunCompletion `json:"runs"`
+}
+
+type completeRunsResult struct {
+	RunID     string   `json:"run_id"`
+	Completed bool     `json:"completed"`
+	Error     *Problem `json:"error"`
+}
+
+type completeRunsResponse struct {
+	Runs []completeRunsResult `json:"runs"`
+}
+
+// completeRuns completes many runs in one request, each under its own
+// lease: the way a busy worker reports what it finished. A malformed item
+// refuses the whole request; a run its lease no longer holds is reported
+// in its own result and the others complete.
+func (s *Server) completeRuns(w http.ResponseWriter, r *http.Request) error {
+	var req completeRunsRequest
+	if err := decode(w, r, s.Limits.MaxBatchBytes, &req); err != nil {
+		return err
+	}
+	if len(req.Runs) == 0 || len(req.Runs) > s.Limits.MaxBatch {
+		return domain.Invalid("runs", "must hold 1 to %d items, not %d", s.Limits.MaxBatch, len(req.Runs))
+	}
+	for i := range req.Runs {
+		it := &req.Runs[i]
+		field := fmt.Sprintf("runs[%d]", i)
+		if err := domain.ValidateUUID(field+".run_id", it.RunID); err != nil {
+			return err
+		}
+		if err := domain.ValidateUUID(field+".lease_id", it.LeaseID); err != nil {
+			return err
+		}
+		it.Output = orNull(it.Output)
+		if err := s.checkPayload(r, it.RunID, field+".output", it.Output); err != nil {
+			return err
+		}
+	}
+	errs := s.Execution.CompleteRuns(r.Context(), chi.URLParam(r, "namespace"), req.Runs)
+	res := completeRunsResponse{Runs: make([]completeRunsResult, len(req.Runs))}
+	for i, err := range errs {
+		res.Runs[i] = completeRunsResult{RunID: req.Runs[i].RunID, Completed: err == nil}
+		if err != nil {
+			p := problemFor(err)
+			if p.Status >= 500 {
+				return err // the database failed: the whole request did
+			}
+			res.Runs[i].Error = &p
+			continue
+		}
+		s.metrics.runCompleted()
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }

@@ -165,6 +165,7 @@ func (s *Server) routes() chi.Router {
 				r.Post("/", s.h(s.startWorkflow))
 				r.Get("/", s.h(s.listWorkflows))
 				r.Post("/batch", s.h(s.startWorkflows))
+				r.Post("/batch/complete", s.h(s.completeRuns))
 				r.Route("/{run_id}", func(r chi.Router) {
 					r.Use(s.validUUIDParam("run_id"))
 					r.Get("/", s.h(s.getWorkflow))

@@ -164,7 +164,7 @@ func (ex *execution) execute(fn workflowFunc) {
 		return
 	}
 	if err == nil {
-		err = ex.report(outputBody{LeaseID: ex.task.LeaseID, Output: out}, "complete")
+		err = ex.reportComplete(out)
 		if err == nil {
 			ex.w.completed.Add(1)
 			return
@@ -197,6 +197,32 @@ func (ex *execution) report(body any, path string) error {
 			return err
 		}
 		ex.log(slog.LevelWarn, "could not report the run; trying again", "call", path, "error", err)
+		if sleepCtx(ex.ctx, backoff(time.Second, 30*time.Second, failures)) != nil {
+			return err
+		}
+	}
+}
+
+// reportComplete completes the run through the worker's batched
+// completions, trying again like report while the server is unreachable or
+// unavailable. A run the lease no longer holds stops the execution.
+func (ex *execution) reportComplete(out json.RawMessage) error {
+	if len(out) == 0 {
+		out = json.RawMessage("null")
+	}
+	for failures := 1; ; failures++ {
+		if err := ex.err(); err != nil {
+			return err
+		}
+		err := ex.w.completer.Do(completion{ex: ex, output: out})
+		var apiErr *Error
+		if err == nil || ex.err() != nil || (errors.As(err, &apiErr) && apiErr.Status != http.StatusServiceUnavailable) {
+			if leaseEnded(err) {
+				ex.abandon(err)
+			}
+			return err
+		}
+		ex.log(slog.LevelWarn, "could not report the run; trying again", "call", "complete", "error", err)
 		if sleepCtx(ex.ctx, backoff(time.Second, 30*time.Second, failures)) != nil {
 			return err
 		}

@@ -345,8 +345,16 @@ func (r *recorder) waitIdle(t *testing.T, suffix string) {
 // ("/complete", "/fail", "/steps/charge/fail").
 func (r *recorder) runCalls(runID, suffix string) int {
 	return len(r.answered(func(c call) bool {
-		return c.method == http.MethodPost && strings.HasSuffix(c.path, "/workflows/"+runID+suffix)
+		return c.method == http.MethodPost && strings.HasSuffix(c.path, "/workflows/"+runID+suffix) ||
+			suffix == "/complete" && completes(c, runID)
 	}))
+}
+
+// completes reports whether c is a worker's report that completes runID:
+// its own complete, or a batch completion that names it.
+func completes(c call, runID string) bool {
+	return c.method == http.MethodPost && (strings.HasSuffix(c.path, "/workflows/"+runID+"/complete") ||
+		strings.HasSuffix(c.path, "/workflows/batch/complete") && bytes.Contains(c.body, []byte(`"`+runID+`"`)))
 }
 
 // testLogger logs to t until it ends.

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"github.com/kagzi/kagzi/internal/batch"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +48,8 @@ type Worker struct {
 
 	completed atomic.Int64 // runs completed since the last heartbeat
 	failed    atomic.Int64 // attempts failed since the last heartbeat
+
+	completer *batch.Batcher[completion, error]
 }
 
 // workflowFunc is a registered workflow with its JSON coding.
@@ -102,7 +106,7 @@ func NewWorker(c *Client, taskQueue string, opts ...WorkerOption) *Worker {
 	if o.logger == nil {
 		o.logger = slog.Default()
 	}
-	return &Worker{
+	w := &Worker{
 		c:         c,
 		queue:     taskQueue,
 		opts:      o,
@@ -113,6 +117,8 @@ func NewWorker(c *Client, taskQueue string, opts ...WorkerOption) *Worker {
 		drainCh:   make(chan struct{}),
 		changed:   make(chan struct{}, 1),
 	}
+	w.completer = newCompleter(w)
+	return w
 }
 
 // Register adds a workflow type to the worker: fn runs each of its runs,

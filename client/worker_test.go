@@ -113,7 +113,7 @@ func testWorkerReplaysCompletedSteps(t *testing.T, e *env) {
 	// The suspended executions reported nothing on the run. (The answer to
 	// the worker's complete may reach it after Wait's.)
 	e.rec.waitFor(t, 0, 10*time.Second, "the answer to complete", func(c call) bool {
-		return !c.started && strings.HasSuffix(c.path, id+"/complete")
+		return !c.started && completes(c, id)
 	})
 	if n, f := e.rec.runCalls(id, "/complete"), e.rec.runCalls(id, "/fail"); n != 1 || f != 0 {
 		t.Errorf("the worker completed the run %d times and failed it %d times, want 1 and 0", n, f)
@@ -581,7 +581,7 @@ func testWorkerRespectsMaxConcurrent(t *testing.T, e *env) {
 	// The heartbeat that follows the completions reports them.
 	for _, id := range ids {
 		e.rec.waitFor(t, 0, 10*time.Second, "the answer to complete", func(c call) bool {
-			return !c.started && strings.HasSuffix(c.path, id+"/complete")
+			return !c.started && completes(c, id)
 		})
 	}
 	mark := e.rec.mark()

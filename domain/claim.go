@@ -87,3 +87,11 @@ type QueueDepth struct {
 	Status    RunStatus
 	Count     int64
 }
+
+// RunCompletion is one run of a batch completion: the run, the lease it is
+// held under, and its output.
+type RunCompletion struct {
+	RunID   string          `json:"run_id"`
+	LeaseID string          `json:"lease_id"`
+	Output  json.RawMessage `json:"output"`
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -312,8 +313,11 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 }
 
 // completeRunsSQL completes a batch of runs, each under its own lease: the
-// guard is per row, so a batch is exactly as fenced as single calls.
-var completeRunsSQL = `
+// guard is per row, so a batch is exactly as fenced as single calls. It
+// sends one notification per queue, naming all of the queue's runs: a
+// transaction that notifies holds a cluster-wide lock through its commit,
+// so notifications are what a completion costs most.
+const completeRunsSQL = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[])
 		WITH ORDINALITY AS r(namespace, run_id, lease_id, output, i)
@@ -323,9 +327,12 @@ WITH req AS (
 	FROM req
 	WHERE w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
 		AND w.status = 'running' AND w.lease_expires_at > now()
-	RETURNING ` + prefixed("w.", runColumnsWithPayload) + `, req.i
+	RETURNING w.namespace, w.task_queue, w.run_id, req.i
+), n AS (
+	SELECT pg_notify('` + Channel + `', 'f:' || namespace || '/' || task_queue || '/' || string_agg(run_id::text, ','))
+	FROM c GROUP BY namespace, task_queue
 )
-SELECT c.*, pg_notify('` + Channel + `', ` + finishedPayload + `) FROM c`
+SELECT i, (SELECT count(*) FROM n) FROM c`
 
 type completeReq struct {
 	namespace, runID, leaseID string
@@ -333,21 +340,38 @@ type completeReq struct {
 }
 
 type completeRes struct {
-	run domain.Run
 	err error
 }
 
-// CompleteRun ends a run with its output. Concurrent calls are grouped into
-// one statement and one commit (see batcher).
+// CompleteRun ends a run with its output, and returns the run. Concurrent
+// calls are grouped into one statement and one commit (see batch).
 func (s *Store) CompleteRun(ctx context.Context, namespace, runID, leaseID string, output json.RawMessage) (domain.Run, error) {
 	if len(output) == 0 {
 		output = json.RawMessage("null")
 	}
-	res := s.completions.do(completeReq{namespace, runID, leaseID, output})
-	if res.err != nil {
-		return res.run, fmt.Errorf("complete run %s: %w", runID, res.err)
+	if res := s.completions.Do(completeReq{namespace, runID, leaseID, output}); res.err != nil {
+		return domain.Run{}, fmt.Errorf("complete run %s: %w", runID, res.err)
 	}
-	return res.run, nil
+	return s.GetRun(ctx, namespace, runID)
+}
+
+// CompleteRuns completes a batch of runs, each under its own lease, and
+// returns an error for each that was not completed (nil: completed).
+func (s *Store) CompleteRuns(ctx context.Context, namespace string, items []domain.RunCompletion) []error {
+	errs := make([]error, 0, len(items))
+	for chunk := range slices.Chunk(items, completeBatch) {
+		reqs := make([]completeReq, len(chunk))
+		for i, it := range chunk {
+			reqs[i] = completeReq{namespace, it.RunID, it.LeaseID, it.Output}
+		}
+		for i, res := range s.completeRuns(reqs) {
+			if res.err != nil {
+				res.err = fmt.Errorf("complete run %s: %w", reqs[i].runID, res.err)
+			}
+			errs = append(errs, res.err)
+		}
+	}
+	return errs
 }
 
 // completeRuns runs one batch of completions. A request its statement did
@@ -388,12 +412,10 @@ func (s *Store) completeBatch(ctx context.Context, nss, runIDs, leaseIDs, output
 	defer rows.Close()
 	for rows.Next() {
 		var i int
-		var run domain.Run
-		if err := scanRun(rows, &run, &run.Input, &run.Output, &i, nil); err != nil {
+		if err := rows.Scan(&i, nil); err != nil {
 			return err
 		}
-		fillPayload(&run)
-		res[i-1], done[i-1] = completeRes{run: run}, true
+		done[i-1] = true
 	}
 	return rows.Err()
 }

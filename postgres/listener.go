@@ -142,11 +142,13 @@ func (l *Listener) dispatch(payload string) {
 		}
 	case "f":
 		ns, rest, _ := strings.Cut(rest, "/")
-		queue, runID, ok := strings.Cut(rest, "/")
+		queue, runIDs, ok := strings.Cut(rest, "/")
 		if !ok {
 			return
 		}
-		l.wakeRun(runID)
+		for runID := range strings.SplitSeq(runIDs, ",") {
+			l.wakeRun(runID)
+		}
 		if l.OnFinished != nil {
 			l.OnFinished(ns, queue)
 		}

@@ -518,7 +518,11 @@ func assertMigrated(t *testing.T, ctx context.Context, mg *postgres.Migrator, co
 
 var createIndexRE = regexp.MustCompile(`(?i)CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(\w+)`)
 
-// migrationIndexes returns the names of the indexes the up migrations build.
+var dropIndexRE = regexp.MustCompile(`(?i)^DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS\s+(\w+);`)
+
+// migrationIndexes returns the names of the indexes the up migrations
+// build and leave in place: a migration that only drops an index (its
+// first statement, with no build after it) removes it from the list.
 func migrationIndexes(t *testing.T) []string {
 	t.Helper()
 	names, err := fs.Glob(migrations.FS, "*.up.sql")
@@ -531,8 +535,16 @@ func migrationIndexes(t *testing.T) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range createIndexRE.FindAllStringSubmatch(string(body), -1) {
+		built := createIndexRE.FindAllStringSubmatch(string(body), -1)
+		for _, m := range built {
 			indexes = append(indexes, m[1])
+		}
+		if len(built) == 0 {
+			for _, line := range strings.Split(string(body), "\n") {
+				if m := dropIndexRE.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+					indexes = slices.DeleteFunc(indexes, func(n string) bool { return n == m[1] })
+				}
+			}
 		}
 	}
 	if len(indexes) == 0 {

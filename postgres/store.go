@@ -17,12 +17,13 @@ import (
 	"github.com/jackc/puddle/v2"
 
 	"github.com/kagzi/kagzi/domain"
+	"github.com/kagzi/kagzi/internal/batch"
 )
 
 // Channel is the one NOTIFY channel Kagzi uses. Its payload is
 // "q:{namespace}/{task_queue}" when work may have become claimable on a
-// queue, and "f:{namespace}/{task_queue}/{run_id}" when a run became
-// terminal (which also frees its slot under a concurrency limit).
+// queue, and "f:{namespace}/{task_queue}/{run_id},{run_id}..." when runs
+// became terminal (which also frees their slots under a concurrency limit).
 const Channel = "kagzi"
 
 // finishedPayload is the SQL expression of the "f:" payload for the row at
@@ -33,13 +34,14 @@ const finishedPayload = `'f:' || namespace || '/' || task_queue || '/' || run_id
 type Store struct {
 	pool          *pgxpool.Pool
 	leaseDuration time.Duration
-	completions   *batcher[completeReq, completeRes]
+	completions   *batch.Batcher[completeReq, completeRes]
 }
 
-// Group commit of run completions: batches of up to 256 runs or 8 MiB of
-// output, at most 4 in flight.
+// Group commit of run completions: batches of up to 200 runs (so that one
+// notification names them all within NOTIFY's 8000-byte payload) or 8 MiB
+// of output, at most 4 in flight.
 const (
-	completeBatch    = 256
+	completeBatch    = 200
 	completeBytes    = 8 << 20
 	completeInflight = 4
 )
@@ -48,7 +50,7 @@ const (
 // leaseDuration.
 func NewStore(pool *pgxpool.Pool, leaseDuration time.Duration) *Store {
 	s := &Store{pool: pool, leaseDuration: leaseDuration}
-	s.completions = newBatcher(completeBatch, completeBytes, completeInflight,
+	s.completions = batch.New(completeBatch, completeBytes, completeInflight,
 		func(r completeReq) int { return len(r.output) }, s.completeRuns)
 	return s
 }

@@ -21,6 +21,7 @@ const envPrefix = "KAGZI"
 type Config struct {
 	DatabaseURL         string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/kagzi?sslmode=disable" desc:"PostgreSQL URL; serve creates the database when it is missing and the role may"`
 	HTTPAddr            string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP server listens on"`
+	DebugAddr           string        `envconfig:"DEBUG_ADDR" default:"" desc:"address for net/http/pprof (empty: off); keep it private"`
 	AutoMigrate         bool          `envconfig:"AUTO_MIGRATE" default:"true" desc:"apply pending migrations when serve starts"`
 	DBMaxConns          int32         `envconfig:"DB_MAX_CONNS" default:"20" desc:"size of the connection pool"`
 	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`

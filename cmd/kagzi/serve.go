@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served on KAGZI_DEBUG_ADDR only
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -61,6 +62,21 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	logger.Info("serving", "addr", ln.Addr().String(), "version", version)
 
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.DebugAddr != "" {
+		// pprof registers itself on http.DefaultServeMux; only this
+		// listener serves it.
+		debug := &http.Server{Addr: cfg.DebugAddr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := debug.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return debug.Close()
+		})
+	}
 	g.Go(func() error { return srv.Run(gctx) }) // answers parked claims at shutdown
 	g.Go(func() error {
 		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -1,16 +1,17 @@
-package postgres
+// Package batch groups concurrent calls into batches (group commit). The
+// server uses it to complete many runs in one statement, and the Go SDK to
+// report many completions in one request.
+package batch
 
-import (
-	"sync"
-)
+import "sync"
 
-// batcher groups concurrent calls into batches, so that many requests
+// Batcher groups concurrent calls into batches, so that many requests
 // share one statement and one commit (group commit). Nothing waits to fill
 // a batch: a call that finds fewer than maxInflight batches in flight runs
 // at once with whatever has queued; calls that arrive while batches are in
 // flight queue up and go together in the next one. Latency when idle is one
 // statement; throughput under load is that of large batches.
-type batcher[Req, Res any] struct {
+type Batcher[Req, Res any] struct {
 	exec        func([]Req) []Res // one result per request, in order
 	size        func(Req) int     // bytes a request adds to a batch
 	maxBatch    int               // requests in a batch
@@ -28,12 +29,16 @@ type call[Req, Res any] struct {
 	done chan struct{}
 }
 
-func newBatcher[Req, Res any](maxBatch, maxBytes, maxInflight int, size func(Req) int, exec func([]Req) []Res) *batcher[Req, Res] {
-	return &batcher[Req, Res]{exec: exec, size: size, maxBatch: maxBatch, maxBytes: maxBytes, maxInflight: maxInflight}
+// New returns a batcher that runs exec on batches of at most maxBatch
+// requests or maxBytes bytes (as size counts them; a single request may
+// exceed it), with at most maxInflight batches running at once. exec
+// returns one result per request, in order.
+func New[Req, Res any](maxBatch, maxBytes, maxInflight int, size func(Req) int, exec func([]Req) []Res) *Batcher[Req, Res] {
+	return &Batcher[Req, Res]{exec: exec, size: size, maxBatch: maxBatch, maxBytes: maxBytes, maxInflight: maxInflight}
 }
 
-// do runs req in some batch and returns its result.
-func (b *batcher[Req, Res]) do(req Req) Res {
+// Do runs req in some batch and returns its result.
+func (b *Batcher[Req, Res]) Do(req Req) Res {
 	c := &call[Req, Res]{req: req, done: make(chan struct{})}
 	b.mu.Lock()
 	b.pending = append(b.pending, c)
@@ -57,7 +62,7 @@ func (b *batcher[Req, Res]) do(req Req) Res {
 }
 
 // take removes the next batch from pending. The caller holds the mutex.
-func (b *batcher[Req, Res]) take() []*call[Req, Res] {
+func (b *Batcher[Req, Res]) take() []*call[Req, Res] {
 	n, bytes := 0, 0
 	for n < len(b.pending) && n < b.maxBatch {
 		bytes += b.size(b.pending[n].req)
@@ -72,7 +77,7 @@ func (b *batcher[Req, Res]) take() []*call[Req, Res] {
 }
 
 // drain runs batches until nothing is pending, holding one in-flight slot.
-func (b *batcher[Req, Res]) drain() {
+func (b *Batcher[Req, Res]) drain() {
 	for {
 		b.mu.Lock()
 		if len(b.pending) == 0 {
@@ -86,7 +91,7 @@ func (b *batcher[Req, Res]) drain() {
 	}
 }
 
-func (b *batcher[Req, Res]) run(batch []*call[Req, Res]) {
+func (b *Batcher[Req, Res]) run(batch []*call[Req, Res]) {
 	reqs := make([]Req, len(batch))
 	for i, c := range batch {
 		reqs[i] = c.req
