@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -237,37 +235,24 @@ func (s *Store) GetRun(ctx context.Context, namespace, runID string) (domain.Run
 // ListRuns returns a page of runs, newest first, and the key after which
 // the next page starts ("" on the last page).
 func (s *Store) ListRuns(ctx context.Context, f domain.RunFilter) ([]domain.Run, string, error) {
-	// The query is built from the filters present rather than written with
-	// "$n IS NULL OR ..." so that the planner sees each shape as it is and
-	// picks the index that fits it.
-	where := []string{"namespace = $1"}
-	args := []any{f.Namespace}
-	add := func(cond string, arg any) {
-		args = append(args, arg)
-		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
-	}
+	q := newListQuery(f.Namespace)
 	if len(f.Statuses) > 0 {
 		statuses := make([]string, len(f.Statuses))
 		for i, st := range f.Statuses {
 			statuses[i] = string(st)
 		}
-		add("status = ANY(?)", statuses)
+		q.add("status = ANY(?)", statuses)
 	}
 	if f.TaskQueue != "" {
-		add("task_queue = ?", f.TaskQueue)
+		q.add("task_queue = ?", f.TaskQueue)
 	}
 	if f.WorkflowType != "" {
-		add("workflow_type = ?", f.WorkflowType)
+		q.add("workflow_type = ?", f.WorkflowType)
 	}
 	if f.ExternalID != "" {
-		add("external_id = ?", f.ExternalID)
+		q.add("external_id = ?", f.ExternalID)
 	}
-	if f.Page.After != "" {
-		add("run_id < ?", f.Page.After)
-	}
-	args = append(args, f.Page.Limit+1)
-	sql := `SELECT ` + runColumns + ` FROM workflow_runs WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY run_id DESC LIMIT $` + strconv.Itoa(len(args))
+	sql, args := q.sql(runColumns, "workflow_runs", "run_id", f.Page.After, f.Page.Limit)
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list runs: %w", translate(err))

@@ -106,27 +106,11 @@ func (s *Store) GetSchedule(ctx context.Context, namespace, scheduleID string) (
 	return sc, nil
 }
 
-// The first page and the next ones are two statements rather than one
-// with "$2 IS NULL OR ...", so that the planner sees each as it is.
-const (
-	listSchedulesSQL = `
-SELECT ` + scheduleColumns + ` FROM schedules
-WHERE namespace = $1
-ORDER BY schedule_id DESC LIMIT $2`
-	listSchedulesAfterSQL = `
-SELECT ` + scheduleColumns + ` FROM schedules
-WHERE namespace = $1 AND schedule_id < $3
-ORDER BY schedule_id DESC LIMIT $2`
-)
-
 // ListSchedules returns a page of a namespace's schedules, newest first,
 // without their input, and the key after which the next page starts (""
 // on the last page).
 func (s *Store) ListSchedules(ctx context.Context, namespace string, page domain.Page) ([]domain.Schedule, string, error) {
-	sql, args := listSchedulesSQL, []any{namespace, page.Limit + 1}
-	if page.After != "" {
-		sql, args = listSchedulesAfterSQL, append(args, page.After)
-	}
+	sql, args := newListQuery(namespace).sql(scheduleColumns, "schedules", "schedule_id", page.After, page.Limit)
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list schedules: %w", translate(err))

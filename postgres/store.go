@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -155,4 +156,33 @@ func notFound(err error, format string, args ...any) error {
 		return domain.Errorf(domain.CodeNotFound, format, args...)
 	}
 	return err
+}
+
+// listQuery builds a keyset-paginated list query from the filters present,
+// rather than from "$n IS NULL OR ..." conditions, so that the planner sees
+// each shape as it is and picks the index that fits it.
+type listQuery struct {
+	where []string
+	args  []any
+}
+
+func newListQuery(namespace string) *listQuery {
+	return &listQuery{where: []string{"namespace = $1"}, args: []any{namespace}}
+}
+
+// add adds a condition; "?" in it stands for arg.
+func (q *listQuery) add(cond string, arg any) {
+	q.args = append(q.args, arg)
+	q.where = append(q.where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(q.args))))
+}
+
+// sql returns the query for one page of limit rows after the key (when
+// set), newest key first. It fetches one row more, for nextPage.
+func (q *listQuery) sql(columns, table, key, after string, limit int) (string, []any) {
+	if after != "" {
+		q.add(key+" < ?", after)
+	}
+	q.args = append(q.args, limit+1)
+	return `SELECT ` + columns + ` FROM ` + table + ` WHERE ` + strings.Join(q.where, " AND ") +
+		` ORDER BY ` + key + ` DESC LIMIT $` + strconv.Itoa(len(q.args)), q.args
 }

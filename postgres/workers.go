@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,24 +60,14 @@ func (s *Store) GetWorker(ctx context.Context, namespace, workerID string) (doma
 
 // ListWorkers returns a page of workers, newest first.
 func (s *Store) ListWorkers(ctx context.Context, f domain.WorkerFilter) ([]domain.Worker, string, error) {
-	where := []string{"namespace = $1"}
-	args := []any{f.Namespace}
-	add := func(cond string, arg any) {
-		args = append(args, arg)
-		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
-	}
+	q := newListQuery(f.Namespace)
 	if f.TaskQueue != "" {
-		add("task_queue = ?", f.TaskQueue)
+		q.add("task_queue = ?", f.TaskQueue)
 	}
 	if f.Status != "" {
-		add("status = ?", string(f.Status))
+		q.add("status = ?", string(f.Status))
 	}
-	if f.Page.After != "" {
-		add("worker_id < ?", f.Page.After)
-	}
-	args = append(args, f.Page.Limit+1)
-	sql := `SELECT ` + workerColumns + ` FROM workers WHERE ` + strings.Join(where, " AND ") +
-		` ORDER BY worker_id DESC LIMIT $` + strconv.Itoa(len(args))
+	sql, args := q.sql(workerColumns, "workers", "worker_id", f.Page.After, f.Page.Limit)
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list workers: %w", translate(err))
