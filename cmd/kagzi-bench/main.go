@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -38,6 +39,7 @@ type options struct {
 	runs, workers, maxTasks   int
 	steps, payload, batch     int
 	rate                      int
+	queueLimit                int
 	duration                  time.Duration
 	json                      bool
 }
@@ -56,6 +58,7 @@ func main() {
 	flag.IntVar(&o.payload, "payload", 16, "input size in bytes")
 	flag.IntVar(&o.batch, "batch", 1000, "runs per batch start")
 	flag.IntVar(&o.rate, "rate", 0, "runs started per second (0: as fast as possible)")
+	flag.IntVar(&o.queueLimit, "queue-limit", 0, "set the queue's max_concurrent to this first (0: no limit)")
 	flag.BoolVar(&o.json, "json", false, "print the report as JSON")
 	cpuProfile := flag.String("cpuprofile", "", "write this tool's CPU profile to the file")
 	flag.Parse()
@@ -150,6 +153,11 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 	c := client.New(o.url, client.WithNamespace(o.namespace))
 	if _, err := c.Info(ctx); err != nil {
 		return rep, fmt.Errorf("server at %s: %w", o.url, err)
+	}
+	if o.queueLimit > 0 {
+		if err := limitQueue(ctx, o); err != nil {
+			return rep, err
+		}
 	}
 	var conn *pgx.Conn
 	var xacts0 int64
@@ -296,6 +304,28 @@ func startRuns(ctx context.Context, c *client.Client, o options, started *atomic
 			}
 		}
 	}
+}
+
+// limitQueue sets the queue's max_concurrent, to measure what claiming a
+// limited queue costs.
+func limitQueue(ctx context.Context, o options) error {
+	body := fmt.Sprintf(`{"max_concurrent":%d}`, o.queueLimit)
+	u := fmt.Sprintf("%s/v1/namespaces/%s/task-queues/%s", strings.TrimSuffix(o.url, "/"), o.namespace, o.queue)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, u, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("limit queue: %s: %s", resp.Status, msg)
+	}
+	return nil
 }
 
 func xactCommits(ctx context.Context, conn *pgx.Conn) (int64, error) {
