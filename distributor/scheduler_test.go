@@ -152,8 +152,12 @@ func (s *schedSetup) runsOf(t *testing.T, scheduleID string) []scheduledRun {
 // fireTime is the fire time a scheduled run's external ID names.
 func fireTime(t *testing.T, r scheduledRun) time.Time {
 	t.Helper()
-	i := strings.LastIndex(r.externalID, ":20")
-	ft, err := time.Parse(time.RFC3339, r.externalID[i+1:])
+	// "schedule:" + a 36-character schedule ID + ":" + the fire time
+	const prefix = len("schedule:") + 36 + 1
+	if len(r.externalID) <= prefix {
+		t.Fatalf("external ID %q is too short", r.externalID)
+	}
+	ft, err := time.Parse(time.RFC3339, r.externalID[prefix:])
 	if err != nil {
 		t.Fatalf("external ID %q: %v", r.externalID, err)
 	}
