@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kagzi/kagzi/internal/testserver"
+)
+
+func TestRunAgainstServer(t *testing.T) {
+	t.Parallel()
+	srv := testserver.New(t)
+	// The pool's connection string is the test database's URL.
+	dbURL := srv.Pool.Config().ConnString()
+	if dbURL == "" {
+		t.Fatal("the test server's pool has no connection string")
+	}
+	o := options{url: srv.URL, namespace: "bench", queue: "q", db: dbURL,
+		runs: 300, workers: 2, maxTasks: 50, steps: 1, payload: 64, batch: 100}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := run(ctx, o, &progress)
+	if err != nil {
+		t.Fatalf("run: %v\nprogress: %s", err, progress.String())
+	}
+
+	if rep.Runs != 300 {
+		t.Errorf("Runs: got %d, want 300", rep.Runs)
+	}
+	if rep.Seconds <= 0 || rep.RunsPerSecond <= 0 {
+		t.Errorf("Seconds %v, RunsPerSecond %v: want both > 0", rep.Seconds, rep.RunsPerSecond)
+	}
+	if p := rep.PickupMS; p.P50 <= 0 || p.P50 > p.P90 || p.P90 > p.P99 {
+		t.Errorf("pickup: got %+v, want 0 < p50 <= p90 <= p99", p)
+	}
+	if rep.Workers != 2 || rep.MaxTasks != 50 || rep.Steps != 1 || rep.PayloadBytes != 64 {
+		t.Errorf("report settings: got workers %d max tasks %d steps %d payload %d, want 2, 50, 1, 64",
+			rep.Workers, rep.MaxTasks, rep.Steps, rep.PayloadBytes)
+	}
+	if rep.XactsPerRun <= 0 {
+		t.Errorf("XactsPerRun: got %v, want > 0 with db set", rep.XactsPerRun)
+	}
+	if p := rep.EndToEndMS; p == nil {
+		t.Errorf("EndToEndMS: got nil, want percentiles with db set")
+	} else if p.P50 <= 0 || p.P50 > p.P90 || p.P90 > p.P99 {
+		t.Errorf("end to end: got %+v, want 0 < p50 <= p90 <= p99", *p)
+	}
+
+	// Every run was started in the namespace and queue asked for, with the
+	// padded input, and completed with its step done.
+	var runs, completed, steps, short int
+	err = srv.Pool.QueryRow(ctx, `
+		SELECT count(*), count(*) FILTER (WHERE status = 'completed'),
+			(SELECT count(*) FROM workflow_steps s JOIN workflow_runs r USING (run_id)
+				WHERE r.namespace = 'bench' AND s.name = 'step-0' AND s.status = 'completed'),
+			count(*) FILTER (WHERE length(input::text) < 64)
+		FROM workflow_runs WHERE namespace = 'bench' AND task_queue = 'q'`).Scan(&runs, &completed, &steps, &short)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs != 300 || completed != 300 || steps != 300 || short != 0 {
+		t.Errorf("in the database: %d runs, %d completed, %d steps done, %d inputs under 64 bytes; want 300, 300, 300, 0",
+			runs, completed, steps, short)
+	}
+
+	var out bytes.Buffer
+	rep.print(&out)
+	for _, want := range []string{"runs            300 in ", "throughput", "pickup", "end to end", "db xacts/run"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("printed report has no %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestRunWithoutServer(t *testing.T) {
+	t.Parallel()
+	// Nothing listens on port 1 of the loopback: the tool says so at once.
+	o := options{url: "http://127.0.0.1:1", namespace: "bench", queue: "q", runs: 1, workers: 1, maxTasks: 1, batch: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := run(ctx, o, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("run against no server: got error %v, want one naming the server", err)
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	t.Parallel()
+	ms := func(ns ...int) []time.Duration {
+		ds := make([]time.Duration, len(ns))
+		for i, n := range ns {
+			ds[i] = time.Duration(n) * time.Millisecond
+		}
+		return ds
+	}
+	// 1..101 ms, shuffled. The sizes are such that p*n is never a whole
+	// number: the p-th percentile is then the value of rank ceil(p*n).
+	many := make([]int, 101)
+	for i := range many {
+		many[i] = (i*37)%101 + 1
+	}
+	for _, tc := range []struct {
+		name string
+		in   []time.Duration
+		want Pct
+	}{
+		{"none", nil, Pct{}},
+		{"one", ms(7), Pct{P50: 7, P90: 7, P99: 7}},
+		{"five", ms(50, 10, 40, 20, 30), Pct{P50: 30, P90: 50, P99: 50}},
+		{"a hundred and one", ms(many...), Pct{P50: 51, P90: 91, P99: 100}},
+		{"sub-millisecond", []time.Duration{1500 * time.Microsecond, 250 * time.Microsecond, 2750 * time.Microsecond},
+			Pct{P50: 1.5, P90: 2.75, P99: 2.75}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := percentiles(tc.in); got != tc.want {
+				t.Fatalf("percentiles: got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
