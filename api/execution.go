@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -343,9 +344,13 @@ func (s *Server) completeRuns(w http.ResponseWriter, r *http.Request) error {
 	for i, err := range errs {
 		res.Runs[i] = completeRunsResult{RunID: req.Runs[i].RunID, Completed: err == nil}
 		if err != nil {
+			// Even a server fault is this item's alone: other items may
+			// have been committed, and their results must reach the
+			// worker. The worker retries an item that answered 503.
 			p := problemFor(err)
 			if p.Status >= 500 {
-				return err // the database failed: the whole request did
+				s.logger.LogAttrs(r.Context(), slog.LevelError, "complete run failed",
+					slog.String("run_id", req.Runs[i].RunID), slog.Any("error", err))
 			}
 			res.Runs[i].Error = &p
 			continue

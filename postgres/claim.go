@@ -34,23 +34,33 @@ WITH picked AS (
 )` + claimUpdateSQL
 
 // claimLimitedSQL is claimSQL for a queue with limits, run under the
-// queue's advisory lock once the allowance is known: no type in $8, and of
-// each type in $7 (a JSON object) at most its number.
+// queue's advisory lock once the allowance is known: at most $4 runs, none
+// of a type in $7 (blocked or limited), plus up to $9[i] runs of each
+// limited type $8[i]. Each part is an index walk that stops at its own
+// limit, so a backlog costs no more than on an unlimited queue.
 const claimLimitedSQL = `
-WITH ranked AS (
-	SELECT run_id, available_at,
-		row_number() OVER (PARTITION BY workflow_type ORDER BY available_at, run_id) AS type_rank,
-		($7::jsonb ->> workflow_type)::int AS type_left
-	FROM workflow_runs
+WITH candidates AS (
+	(SELECT run_id, available_at FROM workflow_runs
 	WHERE namespace = $1 AND task_queue = $2
 		AND status IN ('pending', 'sleeping') AND available_at <= now()
 		AND (cardinality($3::text[]) = 0 OR workflow_type = ANY($3))
-		AND workflow_type <> ALL($8::text[])
-), allowed AS (
-	SELECT run_id FROM ranked
-	WHERE type_left IS NULL OR type_rank <= type_left
+		AND workflow_type <> ALL($7::text[])
 	ORDER BY available_at, run_id
-	LIMIT $4
+	LIMIT $4)
+	UNION ALL
+	SELECT c.run_id, c.available_at
+	FROM unnest($8::text[], $9::int[]) AS t(workflow_type, n),
+	LATERAL (
+		SELECT run_id, available_at FROM workflow_runs
+		WHERE namespace = $1 AND task_queue = $2
+			AND status IN ('pending', 'sleeping') AND available_at <= now()
+			AND workflow_type = t.workflow_type
+			AND (cardinality($3::text[]) = 0 OR workflow_type = ANY($3))
+		ORDER BY available_at, run_id
+		LIMIT t.n
+	) c
+), allowed AS (
+	SELECT run_id FROM candidates ORDER BY available_at, run_id LIMIT $4
 ), locked AS (
 	SELECT run_id, available_at FROM workflow_runs
 	WHERE run_id IN (SELECT run_id FROM allowed) AND status IN ('pending', 'sleeping')
@@ -194,6 +204,11 @@ func (s *Store) claimLimited(ctx context.Context, namespace, queue string, types
 		if _, err := tx.Exec(ctx, queueLockSQL, namespace, queue); err != nil {
 			return err
 		}
+		// A generic plan of claimLimitedSQL knows neither its limits nor
+		// how few rows it locks, and may scan the whole table for it.
+		if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_custom_plan"); err != nil {
+			return err
+		}
 		limits, _, err := s.queueLimits(ctx, tx, namespace, queue)
 		if err != nil {
 			return err
@@ -216,12 +231,15 @@ func (s *Store) claimLimited(ctx context.Context, namespace, queue string, types
 		if limit == 0 {
 			return nil
 		}
-		blocked := allow.Blocked
-		if blocked == nil {
-			blocked = []string{}
+		excluded := append([]string{}, allow.Blocked...)
+		var limitedTypes []string
+		var left []int
+		for t, n := range allow.PerType {
+			excluded = append(excluded, t)
+			limitedTypes, left = append(limitedTypes, t), append(left, n)
 		}
 		tasks, err = collectClaimed(tx.Query(ctx, claimLimitedSQL, namespace, queue, types, limit,
-			workerIDs, s.leaseDuration.Milliseconds(), allow.PerType, blocked))
+			workerIDs, s.leaseDuration.Milliseconds(), excluded, limitedTypes, left))
 		return err
 	})
 	return tasks, err

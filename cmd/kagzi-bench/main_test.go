@@ -69,7 +69,7 @@ func TestRunAgainstServer(t *testing.T) {
 
 	var out bytes.Buffer
 	rep.print(&out)
-	for _, want := range []string{"runs            300 in ", "throughput", "pickup", "end to end", "db xacts/run"} {
+	for _, want := range []string{"runs            300 in ", "throughput", "pickup", "end to end", "db writes/run"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("printed report has no %q:\n%s", want, out.String())
 		}

@@ -19,22 +19,22 @@ const envPrefix = "KAGZI"
 
 // Config is every setting, read from KAGZI_* environment variables only.
 type Config struct {
-	DatabaseURL         string        `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/kagzi?sslmode=disable" desc:"PostgreSQL URL; serve creates the database when it is missing and the role may"`
-	HTTPAddr            string        `envconfig:"HTTP_ADDR" default:":8080" desc:"address the HTTP server listens on"`
-	DebugAddr           string        `envconfig:"DEBUG_ADDR" default:"" desc:"address for net/http/pprof (empty: off); keep it private"`
-	AutoMigrate         bool          `envconfig:"AUTO_MIGRATE" default:"true" desc:"apply pending migrations when serve starts"`
-	DBMaxConns          int32         `envconfig:"DB_MAX_CONNS" default:"20" desc:"size of the connection pool"`
-	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat           string        `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
-	PayloadMaxBytes     int           `envconfig:"PAYLOAD_MAX_BYTES" default:"2097152" desc:"largest input or output, in bytes"`
-	PayloadWarnBytes    int           `envconfig:"PAYLOAD_WARN_BYTES" default:"1048576" desc:"payloads above this are accepted and logged"`
-	MaxBatch            int           `envconfig:"MAX_BATCH" default:"1000" desc:"most runs in one batch start"`
-	MaxBatchBytes       int64         `envconfig:"MAX_BATCH_BYTES" default:"33554432" desc:"largest batch request body, in bytes"`
-	MaxWaitMS           int64         `envconfig:"MAX_WAIT_MS" default:"60000" desc:"longest long-poll (claim, wait for a run), in ms"`
-	LeaseDurationMS     int64         `envconfig:"LEASE_DURATION_MS" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
-	HeartbeatIntervalMS int64         `envconfig:"HEARTBEAT_INTERVAL_MS" default:"10000" desc:"interval workers are told to heartbeat at, in ms"`
-	Retention           time.Duration `envconfig:"RETENTION" default:"168h" desc:"how long finished runs are kept (0 keeps them forever)"`
-	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"how long shutdown waits for requests in flight"`
+	DatabaseURL         string        `split_words:"true" default:"postgres://postgres@127.0.0.1:5432/kagzi?sslmode=disable" desc:"PostgreSQL URL; serve creates the database when it is missing and the role may"`
+	HTTPAddr            string        `split_words:"true" default:":8080" desc:"address the HTTP server listens on"`
+	DebugAddr           string        `split_words:"true" default:"" desc:"address for net/http/pprof (empty: off); keep it private"`
+	AutoMigrate         bool          `split_words:"true" default:"true" desc:"apply pending migrations when serve starts"`
+	DBMaxConns          int32         `split_words:"true" default:"20" desc:"size of the connection pool"`
+	LogLevel            string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+	LogFormat           string        `split_words:"true" default:"json" desc:"json or text"`
+	PayloadMaxBytes     int           `split_words:"true" default:"2097152" desc:"largest input or output, in bytes"`
+	PayloadWarnBytes    int           `split_words:"true" default:"1048576" desc:"payloads above this are accepted and logged"`
+	MaxBatch            int           `split_words:"true" default:"1000" desc:"most runs in one batch start"`
+	MaxBatchBytes       int64         `split_words:"true" default:"33554432" desc:"largest batch request body, in bytes"`
+	MaxWaitMS           int64         `split_words:"true" default:"60000" desc:"longest long-poll (claim, wait for a run), in ms"`
+	LeaseDurationMS     int64         `split_words:"true" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
+	HeartbeatIntervalMS int64         `split_words:"true" default:"10000" desc:"interval workers are told to heartbeat at, in ms"`
+	Retention           time.Duration `split_words:"true" default:"168h" desc:"how long finished runs are kept (0 keeps them forever)"`
+	ShutdownTimeout     time.Duration `split_words:"true" default:"15s" desc:"how long shutdown waits for requests in flight"`
 }
 
 // loadConfig reads the environment. A bad value is an error naming its
