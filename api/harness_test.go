@@ -24,13 +24,11 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kagzi/kagzi"
 	"github.com/kagzi/kagzi/api"
 	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/domain"
-	"github.com/kagzi/kagzi/migrations"
 	"github.com/kagzi/kagzi/postgres"
 	"github.com/kagzi/kagzi/postgres/pgtest"
 )
@@ -198,70 +196,46 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	logs := &logBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
-	store := postgres.NewStore(storePool, cfg.limits.LeaseDuration)
+	// The server is assembled exactly as cmd/kagzi assembles it; only the
+	// stores the API reads through are wrapped, so that tests can observe
+	// the reads.
+	srvCfg := kagzi.Config{
+		DatabaseURL:        dbURL,
+		Pool:               storePool,
+		Limits:             cfg.limits,
+		MaintainerInterval: cfg.maintainer.Interval,
+		NoMaintainer:       cfg.maintainer.Interval <= 0,
+		SchedulerInterval:  cfg.schedulerInterval,
+		NoScheduler:        cfg.schedulerInterval <= 0,
+		Distributor:        cfg.distributor,
+		Version:            testVersion,
+		Logger:             logger,
+	}
+	srvCfg.Limits.HeartbeatInterval = cfg.maintainer.HeartbeatInterval
+	server := kagzi.NewServer(srvCfg)
+	store, listener := server.Store, server.Listener
 	hooked := &hookedStore{Store: store}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(api.NewDepthCollector(store))
-	dOpts := cfg.distributor
-	dOpts.Metrics = distributor.NewMetrics(reg)
-	dist := distributor.New(store, logger, dOpts)
-	listener := postgres.NewListener(dbURL, logger, reg)
-	listener.OnQueue = dist.Notify
-	listener.OnFinished = dist.Finished
-	listener.OnReconnect = dist.NotifyAll
-	mOpts := cfg.maintainer
-	mOpts.Registerer = reg
-	maintainer := distributor.NewMaintainer(store, logger, mOpts)
-	scheduler := distributor.NewScheduler(store, logger, cfg.schedulerInterval, reg)
+	srv := server.API
+	srv.Workflows, srv.Execution, srv.Workers, srv.TaskQueues, srv.Schedules = hooked, hooked, hooked, hooked, hooked
 
-	// The background components run until the test ends; each must return
+	// The background components run until the test ends; Run must return
 	// once its context is cancelled.
 	ctx, cancel := context.WithCancel(context.Background())
-	runners := map[string]func(context.Context) error{"listener": listener.Run, "distributor": dist.Run}
-	if cfg.maintainer.Interval > 0 {
-		runners["maintainer"] = maintainer.Run
-	}
-	if cfg.schedulerInterval > 0 {
-		runners["scheduler"] = scheduler.Run
-	}
-	var wg sync.WaitGroup
-	for name, run := range runners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := run(ctx); err != nil {
-				t.Errorf("%s.Run: %v", name, err)
-			}
-		}()
-	}
+	done := make(chan error, 1)
+	go func() { done <- server.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		stopped := make(chan struct{})
-		go func() { wg.Wait(); close(stopped) }()
 		select {
-		case <-stopped:
+		case err := <-done:
+			if err != nil {
+				t.Errorf("server.Run: %v", err)
+			}
 		case <-time.After(10 * time.Second):
 			t.Errorf("the background components did not stop within 10s of their context ending")
 		}
 	})
 	waitFor(t, 10*time.Second, "the listener to be ready", func() bool { return listener.Ready() == nil })
 
-	srv := api.New(api.Config{
-		Version:    testVersion,
-		Limits:     cfg.limits,
-		Logger:     logger,
-		Workflows:  hooked,
-		Execution:  hooked,
-		Workers:    hooked,
-		TaskQueues: hooked,
-		Schedules:  hooked,
-		Claimer:    dist,
-		Watcher:    listener,
-		Ready:      readyCheck(store, listener),
-		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		RunMetrics: api.NewMetrics(reg),
-		OpenAPI:    kagzi.OpenAPI,
-	})
 	if !cfg.allowErrorLogs {
 		// Registered before hs.Close, so it runs after it, when every
 		// request has been answered and logged.
@@ -281,10 +255,10 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		store:       store,
 		hooks:       hooked,
 		listener:    listener,
-		distributor: dist,
-		maintainer:  maintainer,
-		scheduler:   scheduler,
-		registry:    reg,
+		distributor: server.Distributor,
+		maintainer:  server.Maintainer,
+		scheduler:   server.Scheduler,
+		registry:    server.Registry,
 		api:         srv,
 		srv:         hs,
 		client:      hs.Client(),
@@ -348,28 +322,6 @@ func (e *env) watchGets(t testing.TB, runID string) <-chan domain.Run {
 		}
 	})
 	return ch
-}
-
-// readyCheck is the readiness check cmd/kagzi wires (readyCheck in
-// serve.go), copied here because package main cannot be imported: keep the
-// two alike. What it says is public; unlike cmd's, it does not log causes.
-func readyCheck(store *postgres.Store, listener *postgres.Listener) api.ReadyCheck {
-	return func(ctx context.Context) map[string]error {
-		checks := map[string]error{"database": nil, "listener": listener.Ready()}
-		if err := store.Ping(ctx); err != nil {
-			checks["database"] = errors.New("the database does not answer")
-		}
-		v, dirty, err := store.SchemaVersion(ctx)
-		switch {
-		case err != nil:
-			checks["schema"] = errors.New("the schema version cannot be read")
-		case dirty || v != migrations.Latest():
-			checks["schema"] = fmt.Errorf("schema is at version %d (dirty: %v); this binary expects %d", v, dirty, migrations.Latest())
-		default:
-			checks["schema"] = nil
-		}
-		return checks
-	}
 }
 
 // waitFor polls cond until it holds, failing t after timeout. It is for
