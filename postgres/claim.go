@@ -59,12 +59,20 @@ WITH candidates AS (
 		ORDER BY available_at, run_id
 		LIMIT t.n
 	) c
-), allowed AS (
+), allowed AS MATERIALIZED (
 	SELECT run_id FROM candidates ORDER BY available_at, run_id LIMIT $4
 ), locked AS (
-	SELECT run_id, available_at FROM workflow_runs
-	WHERE run_id IN (SELECT run_id FROM allowed) AND status IN ('pending', 'sleeping')
-	FOR UPDATE SKIP LOCKED
+	-- One primary-key lookup per allowed run, the status checked on the
+	-- locked row: with a join, "IN (...)" or the status in the lookup, and
+	-- statistics from before a bulk enqueue, the planner walked the whole
+	-- backlog, once per allowed run.
+	SELECT w.run_id, w.available_at FROM allowed, LATERAL (
+		SELECT run_id, available_at, status FROM workflow_runs
+		WHERE run_id = allowed.run_id
+		OFFSET 0 -- keeps the status test below out of this lookup
+		FOR UPDATE SKIP LOCKED
+	) w
+	WHERE w.status IN ('pending', 'sleeping')
 ), picked AS (
 	SELECT run_id, row_number() OVER (ORDER BY available_at, run_id) AS slot FROM locked
 )` + claimUpdateSQL
