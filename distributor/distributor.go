@@ -30,10 +30,11 @@ type Store interface {
 	// pending at once, without consuming an attempt.
 	ReleaseRuns(ctx context.Context, leases []domain.Lease) error
 	// NextAvailableIn returns how long until the next run of the queue
-	// that is not claimable yet becomes claimable, if any will. It is a
-	// duration measured by the database's clock, so that a skew between it
-	// and this process's clock cannot turn into a busy loop.
-	NextAvailableIn(ctx context.Context, namespace, queue string) (time.Duration, bool, error)
+	// that was not claimable `since` ago becomes claimable, if any will;
+	// the duration is negative for one that became claimable meanwhile. It
+	// is measured by the database's clock, so that a skew between it and
+	// this process's clock cannot turn into a busy loop.
+	NextAvailableIn(ctx context.Context, namespace, queue string, since time.Duration) (time.Duration, bool, error)
 }
 
 // Options tune a Distributor; zero values take the defaults.
@@ -273,12 +274,15 @@ func (d *Distributor) run(q *queue) {
 			d.mu.Unlock()
 		}
 
+		roundStart := time.Now()
 		short, err := d.claimRound(q)
 		if err != nil {
 			d.logger.Error("claim", "namespace", q.key.namespace, "task_queue", q.key.name, "error", err)
 		}
 		if short {
-			in, ok, err := d.store.NextAvailableIn(context.Background(), q.key.namespace, q.key.name)
+			// Runs that became claimable since the round began count too:
+			// the claim may have missed them by a hair.
+			in, ok, err := d.store.NextAvailableIn(context.Background(), q.key.namespace, q.key.name, time.Since(roundStart))
 			switch {
 			case err != nil:
 				d.logger.Error("next available time", "namespace", q.key.namespace, "task_queue", q.key.name, "error", err)

@@ -305,12 +305,13 @@ var releasedStepError = func() *domain.ErrorInfo {
 
 const nextAvailableSQL = `
 SELECT EXTRACT(EPOCH FROM min(available_at) - now()) * 1000 FROM workflow_runs
-WHERE namespace = $1 AND task_queue = $2 AND status IN ('pending', 'sleeping') AND available_at > now()`
+WHERE namespace = $1 AND task_queue = $2 AND status IN ('pending', 'sleeping')
+	AND available_at > now() - $3 * interval '1 microsecond'`
 
 // NextAvailableIn says when the queue next has work; see distributor.Store.
-func (s *Store) NextAvailableIn(ctx context.Context, namespace, queue string) (time.Duration, bool, error) {
+func (s *Store) NextAvailableIn(ctx context.Context, namespace, queue string, since time.Duration) (time.Duration, bool, error) {
 	var ms *float64
-	if err := s.pool.QueryRow(ctx, nextAvailableSQL, namespace, queue).Scan(&ms); err != nil {
+	if err := s.pool.QueryRow(ctx, nextAvailableSQL, namespace, queue, since.Microseconds()).Scan(&ms); err != nil {
 		return 0, false, fmt.Errorf("next available in %s/%s: %w", namespace, queue, translate(err))
 	}
 	if ms == nil {
