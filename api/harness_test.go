@@ -29,6 +29,7 @@ import (
 	"github.com/kagzi/kagzi/api"
 	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/domain"
+	"github.com/kagzi/kagzi/internal/testserver"
 	"github.com/kagzi/kagzi/postgres"
 	"github.com/kagzi/kagzi/postgres/pgtest"
 )
@@ -63,8 +64,6 @@ type envConfig struct {
 	// allowErrorLogs lets the server log at ERROR level during the test;
 	// otherwise any such record fails the test when it ends.
 	allowErrorLogs bool
-	// distributor tunes the distributor (its backstop poll).
-	distributor distributor.Options
 	// maintainer configures the maintainer (rescue of expired leases,
 	// silent workers going offline, retention). Interval 0 runs it never, so
 	// that a test calls e.maintainer.Tick itself; HeartbeatInterval 0 takes
@@ -119,28 +118,10 @@ func withUnreachableDatabase() envOption {
 	}
 }
 
-// withDistributor sets the distributor's options (its Metrics are the
-// harness's).
-func withDistributor(o distributor.Options) envOption {
-	return func(c *envConfig) { c.distributor = o }
-}
-
 // withoutMaintainer stops the background maintainer from running on its
 // own: the test calls e.maintainer.Tick when it wants a pass.
 func withoutMaintainer() envOption {
 	return func(c *envConfig) { c.maintainer.Interval = 0 }
-}
-
-// withMaintainer changes the maintainer's options (its Registerer is the
-// harness's).
-func withMaintainer(f func(*distributor.MaintainerOptions)) envOption {
-	return func(c *envConfig) { f(&c.maintainer) }
-}
-
-// withoutScheduler stops the scheduler from running on its own: the test
-// calls e.scheduler.Tick when it wants a pass.
-func withoutScheduler() envOption {
-	return func(c *envConfig) { c.schedulerInterval = 0 }
 }
 
 // withErrorLogs lets the server log errors without failing the test, for
@@ -207,7 +188,6 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		NoMaintainer:       cfg.maintainer.Interval <= 0,
 		SchedulerInterval:  cfg.schedulerInterval,
 		NoScheduler:        cfg.schedulerInterval <= 0,
-		Distributor:        cfg.distributor,
 		Version:            testVersion,
 		Logger:             logger,
 	}
@@ -338,22 +318,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 }
 
 // logBuffer is a goroutine-safe buffer the server's JSON log goes to.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer struct{ testserver.LogBuffer }
 
 // records returns every log record so far, decoded.
 func (b *logBuffer) records(t testing.TB) []map[string]any {

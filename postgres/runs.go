@@ -60,8 +60,6 @@ func fillPayload(r *domain.Run) {
 	}
 }
 
-func queueKey(namespace, queue string) string { return "q:" + namespace + "/" + queue }
-
 const startRunSQL = `
 WITH ins AS (
 	INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, external_id, version,

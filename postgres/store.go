@@ -134,15 +134,6 @@ func utcp(t *time.Time) *time.Time {
 	return &u
 }
 
-// prefixed qualifies each column of a column list with prefix ("w.").
-func prefixed(prefix, columns string) string {
-	cols := strings.Split(columns, ",")
-	for i, c := range cols {
-		cols[i] = prefix + strings.TrimSpace(c)
-	}
-	return strings.Join(cols, ", ")
-}
-
 // isDeadlock reports whether err is a deadlock PostgreSQL broke by
 // aborting this statement, which is safe to retry.
 func isDeadlock(err error) bool {

@@ -36,7 +36,7 @@ type Server struct {
 	// silent workers going offline); call Tick to run a pass at once.
 	Maintainer *distributor.Maintainer
 
-	logs *logBuffer
+	logs *LogBuffer
 }
 
 // Config is what New builds from; options change it.
@@ -62,11 +62,6 @@ func WithLimits(f func(*api.Limits)) Option {
 // workers (and after three of which a silent worker goes offline).
 func WithHeartbeatInterval(d time.Duration) Option {
 	return func(c *Config) { c.Limits.HeartbeatInterval = d }
-}
-
-// WithErrorLogs lets the server log errors without failing the test.
-func WithErrorLogs() Option {
-	return func(c *Config) { c.AllowErrorLogs = true }
 }
 
 // DefaultLimits are the production defaults, with long polls capped at 5s
@@ -95,7 +90,7 @@ func New(t testing.TB, opts ...Option) *Server {
 		o(&cfg)
 	}
 	pool, dbURL := pgtest.NewPool(t)
-	logs := &logBuffer{}
+	logs := &LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	srv := kagzi.NewServer(kagzi.Config{
@@ -132,7 +127,7 @@ func New(t testing.TB, opts ...Option) *Server {
 	// has been answered and logged.
 	t.Cleanup(func() {
 		if !cfg.AllowErrorLogs {
-			for _, line := range logs.lines() {
+			for _, line := range logs.Lines() {
 				if strings.Contains(line, "level=ERROR") {
 					t.Errorf("testserver: the server logged an error: %s", line)
 				}
@@ -147,24 +142,25 @@ func New(t testing.TB, opts ...Option) *Server {
 	return &Server{URL: hs.URL, Pool: pool, Limits: cfg.Limits, Maintainer: srv.Maintainer, logs: logs}
 }
 
-// logBuffer is a goroutine-safe buffer the server's log goes to.
-type logBuffer struct {
+// LogBuffer is a goroutine-safe buffer for a test server's log.
+type LogBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
+func (b *LogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *logBuffer) String() string {
+func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
 
-func (b *logBuffer) lines() []string {
+// Lines returns the log so far, a line each.
+func (b *LogBuffer) Lines() []string {
 	return strings.Split(strings.TrimSpace(b.String()), "\n")
 }
