@@ -1,8 +1,10 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -11,14 +13,19 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Listener holds the process's one LISTEN connection, on Channel, whatever
-// the number of waiters and queues. It reconnects with backoff, and after
-// every reconnect it tells its subscribers, because notifications sent while
-// it was away are lost and whoever relies on them must look again: it calls
-// OnReconnect and wakes every run watcher.
+// the number of waiters and queues. It reconnects with backoff, and every
+// time it is listening, the first time included, it tells its subscribers,
+// because notifications sent before it listened are lost and whoever relies
+// on them must look again: it calls OnReconnect and wakes every run watcher.
+// A connection that stays silent for PingInterval is checked with a
+// statement, so that a half-open one is replaced within seconds rather than
+// when TCP keepalive gives up. When Run returns, every run watcher is woken
+// and later ones are woken at once: waits end at shutdown.
 type Listener struct {
 	url    string
 	logger *slog.Logger
@@ -29,8 +36,13 @@ type Listener struct {
 	// OnFinished is called, on the listener's goroutine, when a run of a
 	// queue became terminal. It must not block.
 	OnFinished func(namespace, queue string)
-	// OnReconnect is called after each reconnect that follows a lost connection.
+	// OnReconnect is called each time the connection is listening: after
+	// the first connect and after each reconnect.
 	OnReconnect func()
+	// PingInterval is how long the connection may stay silent before it is
+	// checked; PingTimeout bounds the check. Defaults 15s and 5s. Set them
+	// before Run.
+	PingInterval, PingTimeout time.Duration
 
 	connected     atomic.Bool
 	reconnects    prometheus.Counter
@@ -38,6 +50,7 @@ type Listener struct {
 
 	mu       sync.Mutex
 	watchers map[string]map[*runWatch]struct{}
+	stopped  bool // Run has returned: watchers are woken at once
 }
 
 // ListenerApplicationName is the application_name of the LISTEN
@@ -74,8 +87,10 @@ func (l *Listener) Ready() error {
 	return nil
 }
 
-// Run listens until ctx ends.
+// Run listens until ctx ends. When it returns, every run watcher has been
+// woken, and later ones are woken at once.
 func (l *Listener) Run(ctx context.Context) error {
+	defer l.stop()
 	backoff := 50 * time.Millisecond
 	for first := true; ; first = false {
 		wasUp, err := l.listen(ctx, first)
@@ -107,7 +122,12 @@ func (l *Listener) listen(ctx context.Context, first bool) (wasUp bool, err erro
 	if err != nil {
 		return false, err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() {
+		// Bounded: the connection may be half-open.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return false, err
 	}
@@ -116,19 +136,35 @@ func (l *Listener) listen(ctx context.Context, first bool) (wasUp bool, err erro
 	l.logger.Debug("listening", "channel", Channel)
 	if !first {
 		l.reconnects.Inc()
-		if l.OnReconnect != nil {
-			l.OnReconnect()
-		}
+	}
+	// What became claimable before this connection listened was notified to
+	// nobody, on the first connect as after a loss: subscribers look again.
+	if l.OnReconnect != nil {
+		l.OnReconnect()
 	}
 	// Watchers of runs may have missed their notification too.
 	l.wakeAllRuns()
+	interval, timeout := cmp.Or(l.PingInterval, 15*time.Second), cmp.Or(l.PingTimeout, 5*time.Second)
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		wctx, cancel := context.WithTimeout(ctx, interval)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			l.notifications.Inc()
+			l.dispatch(n.Payload)
+		case ctx.Err() != nil || !pgconn.Timeout(err):
 			return true, err
+		default:
+			// Silent for a while: a half-open connection would stay silent
+			// for good, so it must answer a statement.
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return true, fmt.Errorf("the LISTEN connection did not answer a ping within %s: %w", timeout, err)
+			}
 		}
-		l.notifications.Inc()
-		l.dispatch(n.Payload)
 	}
 }
 
@@ -161,6 +197,11 @@ func (l *Listener) dispatch(payload string) {
 func (l *Listener) WatchRun(runID string) (<-chan struct{}, func()) {
 	w := &runWatch{ch: make(chan struct{})}
 	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		close(w.ch)
+		return w.ch, func() {}
+	}
 	set := l.watchers[runID]
 	if set == nil {
 		set = map[*runWatch]struct{}{}
@@ -187,6 +228,14 @@ func (l *Listener) wakeRun(runID string) {
 		close(w.ch)
 	}
 	delete(l.watchers, runID)
+}
+
+// stop wakes every run watcher and makes later ones wake at once.
+func (l *Listener) stop() {
+	l.mu.Lock()
+	l.stopped = true
+	l.mu.Unlock()
+	l.wakeAllRuns()
 }
 
 func (l *Listener) wakeAllRuns() {
