@@ -27,6 +27,9 @@ type Config struct {
 	// Limits are the API's limits; LeaseDuration and HeartbeatInterval
 	// also drive the store and the maintainer.
 	Limits api.Limits
+	// Timeouts bound slow clients on HTTPServer; zero fields take
+	// DefaultTimeouts.
+	Timeouts api.Timeouts
 	// Retention is how long finished runs are kept; 0 keeps them.
 	Retention time.Duration
 	// MaintainerInterval is how often the rescuer, the worker reaper and
@@ -74,6 +77,7 @@ func NewServer(cfg Config) *Server {
 	if cfg.SchedulerInterval <= 0 {
 		cfg.SchedulerInterval = time.Second
 	}
+	cfg.Timeouts = withTimeoutDefaults(cfg.Timeouts)
 	logger := cfg.Logger
 	store := postgres.NewStore(cfg.Pool, cfg.Limits.LeaseDuration)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -95,6 +99,7 @@ func NewServer(cfg Config) *Server {
 	srv := api.New(api.Config{
 		Version:    cfg.Version,
 		Limits:     cfg.Limits,
+		Timeouts:   cfg.Timeouts,
 		Logger:     logger,
 		Workflows:  store,
 		Execution:  store,

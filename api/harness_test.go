@@ -227,7 +227,9 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 			}
 		})
 	}
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewUnstartedServer(srv)
+	hs.Config = server.HTTPServer(context.Background(), "") // the binary's timeouts
+	hs.Start()
 	t.Cleanup(hs.Close)
 	e := &env{
 		pool:        pool,

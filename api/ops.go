@@ -45,10 +45,26 @@ type infoLimits struct {
 	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
 }
 
+// Timeouts are the limits on slow or stalled clients, reported in
+// /v1/info: to read a request's headers, to read its body once the headers
+// are in, for a keep-alive connection to send its next request, and to
+// write an answer from its first byte.
+type Timeouts struct {
+	ReadHeader, ReadBody, Idle, Write time.Duration
+}
+
+type infoTimeouts struct {
+	ReadHeader int64 `json:"read_header"`
+	ReadBody   int64 `json:"read_body"`
+	Idle       int64 `json:"idle"`
+	Write      int64 `json:"write"`
+}
+
 type infoResponse struct {
-	Version    string     `json:"version"`
-	APIVersion string     `json:"api_version"`
-	Limits     infoLimits `json:"limits"`
+	Version    string       `json:"version"`
+	APIVersion string       `json:"api_version"`
+	Limits     infoLimits   `json:"limits"`
+	TimeoutsMS infoTimeouts `json:"timeouts_ms"`
 }
 
 func (s *Server) info(w http.ResponseWriter, r *http.Request) {
@@ -63,6 +79,12 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 			MaxWaitMS:           l.MaxWait.Milliseconds(),
 			LeaseDurationMS:     l.LeaseDuration.Milliseconds(),
 			HeartbeatIntervalMS: l.HeartbeatInterval.Milliseconds(),
+		},
+		TimeoutsMS: infoTimeouts{
+			ReadHeader: s.Timeouts.ReadHeader.Milliseconds(),
+			ReadBody:   s.Timeouts.ReadBody.Milliseconds(),
+			Idle:       s.Timeouts.Idle.Milliseconds(),
+			Write:      s.Timeouts.Write.Milliseconds(),
 		},
 	})
 }

@@ -56,6 +56,7 @@ type ReadyCheck func(ctx context.Context) map[string]error
 type Config struct {
 	Version    string
 	Limits     Limits
+	Timeouts   Timeouts // reported in /v1/info; the http.Server enforces them
 	Logger     *slog.Logger
 	Workflows  WorkflowStore
 	Execution  ExecutionStore

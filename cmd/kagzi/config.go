@@ -35,6 +35,10 @@ type Config struct {
 	HeartbeatIntervalMS int64         `split_words:"true" default:"10000" desc:"interval workers are told to heartbeat at, in ms"`
 	Retention           time.Duration `split_words:"true" default:"168h" desc:"how long finished runs are kept (0 keeps them forever)"`
 	ShutdownTimeout     time.Duration `split_words:"true" default:"15s" desc:"how long shutdown waits for requests in flight"`
+	ReadHeaderTimeout   time.Duration `split_words:"true" default:"10s" desc:"time a client has to send a request's headers"`
+	ReadBodyTimeout     time.Duration `split_words:"true" default:"30s" desc:"time a client has to send a request's body, once its headers are in"`
+	IdleTimeout         time.Duration `split_words:"true" default:"2m" desc:"how long a keep-alive connection may wait for its next request"`
+	WriteTimeout        time.Duration `split_words:"true" default:"30s" desc:"time a client has to take an answer, from its first byte (long polls wait before it)"`
 }
 
 // loadConfig reads the environment. A bad value is an error naming its
@@ -73,8 +77,20 @@ func (c Config) validate() error {
 		return fmt.Errorf("%s_MAX_WAIT_MS must not be negative, not %d", envPrefix, c.MaxWaitMS)
 	case c.Retention < 0:
 		return fmt.Errorf("%s_RETENTION must not be negative, not %s", envPrefix, c.Retention)
-	case c.ShutdownTimeout <= 0:
-		return fmt.Errorf("%s_SHUTDOWN_TIMEOUT must be positive, not %s", envPrefix, c.ShutdownTimeout)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"READ_HEADER_TIMEOUT", c.ReadHeaderTimeout},
+		{"READ_BODY_TIMEOUT", c.ReadBodyTimeout},
+		{"IDLE_TIMEOUT", c.IdleTimeout},
+		{"WRITE_TIMEOUT", c.WriteTimeout},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s_%s must be positive, not %s", envPrefix, d.name, d.v)
+		}
 	}
 	if _, err := c.logLevel(); err != nil {
 		return err
@@ -113,6 +129,10 @@ func (c Config) limits() api.Limits {
 		LeaseDuration:     ms(c.LeaseDurationMS),
 		HeartbeatInterval: ms(c.HeartbeatIntervalMS),
 	}
+}
+
+func (c Config) timeouts() api.Timeouts {
+	return api.Timeouts{ReadHeader: c.ReadHeaderTimeout, ReadBody: c.ReadBodyTimeout, Idle: c.IdleTimeout, Write: c.WriteTimeout}
 }
 
 // printEnvHelp lists every variable with its default and meaning.

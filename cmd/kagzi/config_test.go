@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kagzi/kagzi/api"
 )
 
 // Tests of the configuration. t.Setenv changes the process's environment,
@@ -31,6 +33,10 @@ var vars = []struct{ name, def string }{
 	{"KAGZI_HEARTBEAT_INTERVAL_MS", "10000"},
 	{"KAGZI_RETENTION", "168h"},
 	{"KAGZI_SHUTDOWN_TIMEOUT", "15s"},
+	{"KAGZI_READ_HEADER_TIMEOUT", "10s"},
+	{"KAGZI_READ_BODY_TIMEOUT", "30s"},
+	{"KAGZI_IDLE_TIMEOUT", "2m"},
+	{"KAGZI_WRITE_TIMEOUT", "30s"},
 }
 
 // configVars returns the names of vars, after checking that they are as
@@ -83,6 +89,10 @@ func TestLoadConfigDefaults(t *testing.T) {
 		HeartbeatIntervalMS: 10000,
 		Retention:           168 * time.Hour,
 		ShutdownTimeout:     15 * time.Second,
+		ReadHeaderTimeout:   10 * time.Second,
+		ReadBodyTimeout:     30 * time.Second,
+		IdleTimeout:         2 * time.Minute,
+		WriteTimeout:        30 * time.Second,
 	}
 	if got != want {
 		t.Fatalf("defaults:\ngot  %+v\nwant %+v", got, want)
@@ -108,6 +118,10 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		"KAGZI_HEARTBEAT_INTERVAL_MS": "500",
 		"KAGZI_RETENTION":             "0", // keep forever
 		"KAGZI_SHUTDOWN_TIMEOUT":      "2m",
+		"KAGZI_READ_HEADER_TIMEOUT":   "1s",
+		"KAGZI_READ_BODY_TIMEOUT":     "2s",
+		"KAGZI_IDLE_TIMEOUT":          "3s",
+		"KAGZI_WRITE_TIMEOUT":         "4s",
 	}
 	for _, name := range configVars(t) {
 		if _, ok := set[name]; !ok {
@@ -138,6 +152,10 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		HeartbeatIntervalMS: 500,
 		Retention:           0,
 		ShutdownTimeout:     2 * time.Minute,
+		ReadHeaderTimeout:   time.Second,
+		ReadBodyTimeout:     2 * time.Second,
+		IdleTimeout:         3 * time.Second,
+		WriteTimeout:        4 * time.Second,
 	}
 	if got != want {
 		t.Fatalf("config:\ngot  %+v\nwant %+v", got, want)
@@ -146,6 +164,9 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 	if l.Payload.MaxBytes != 4096 || l.Payload.WarnBytes != 4096 || l.MaxBatch != 3 || l.MaxBatchBytes != 4096 ||
 		l.MaxWait != 0 || l.LeaseDuration != 1500*time.Millisecond || l.HeartbeatInterval != 500*time.Millisecond {
 		t.Fatalf("limits: got %+v, want those of the variables set", l)
+	}
+	if to, want := got.timeouts(), (api.Timeouts{ReadHeader: time.Second, ReadBody: 2 * time.Second, Idle: 3 * time.Second, Write: 4 * time.Second}); to != want {
+		t.Fatalf("timeouts: got %+v, want %+v", to, want)
 	}
 }
 
@@ -173,6 +194,10 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"KAGZI_RETENTION", "a week"},
 		{"KAGZI_SHUTDOWN_TIMEOUT", "0s"},
 		{"KAGZI_SHUTDOWN_TIMEOUT", "15"},
+		{"KAGZI_READ_HEADER_TIMEOUT", "0s"},
+		{"KAGZI_READ_BODY_TIMEOUT", "-1s"},
+		{"KAGZI_IDLE_TIMEOUT", "0s"},
+		{"KAGZI_WRITE_TIMEOUT", "soon"},
 		{"KAGZI_LOG_LEVEL", "loud"},
 		{"KAGZI_LOG_FORMAT", "xml"},
 	} {

@@ -45,16 +45,12 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		DatabaseURL: cfg.DatabaseURL,
 		Pool:        pool,
 		Limits:      cfg.limits(),
+		Timeouts:    cfg.timeouts(),
 		Retention:   cfg.Retention,
 		Version:     version,
 		Logger:      logger,
 	})
-	httpSrv := &http.Server{
-		Addr:              cfg.HTTPAddr,
-		Handler:           srv.API,
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
+	httpSrv := srv.HTTPServer(ctx, cfg.HTTPAddr)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return err
@@ -77,19 +73,6 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return debug.Close()
 		})
 	}
-	g.Go(func() error { return srv.Run(gctx) }) // answers parked claims at shutdown
-	g.Go(func() error {
-		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		logger.Info("shutting down")
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		return httpSrv.Shutdown(sctx)
-	})
+	g.Go(func() error { return srv.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
 	return g.Wait()
 }
