@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,7 +35,7 @@ type Config struct {
 	MaxBatchBytes       int64         `split_words:"true" default:"33554432" desc:"largest batch request body, in bytes"`
 	MaxWaitMS           int64         `split_words:"true" default:"60000" desc:"longest long-poll (claim, wait for a run), in ms"`
 	LeaseDurationMS     int64         `split_words:"true" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
-	HeartbeatIntervalMS int64         `split_words:"true" default:"10000" desc:"interval workers are told to heartbeat at, in ms"`
+	HeartbeatIntervalMS int64         `split_words:"true" default:"10000" desc:"interval workers are told to heartbeat at, in ms; less than half the lease"`
 	Retention           time.Duration `split_words:"true" default:"168h" desc:"how long finished runs are kept (0 keeps them forever)"`
 	ShutdownTimeout     time.Duration `split_words:"true" default:"15s" desc:"how long shutdown waits for requests in flight"`
 	ReadHeaderTimeout   time.Duration `split_words:"true" default:"10s" desc:"time a client has to send a request's headers"`
@@ -46,9 +49,45 @@ type Config struct {
 func loadConfig() (Config, error) {
 	var c Config
 	if err := envconfig.Process(envPrefix, &c); err != nil {
-		return c, err
+		return c, plainError(err)
 	}
 	return c, c.validate()
+}
+
+// plainError turns envconfig's account of a value it could not parse
+// into one sentence naming the variable and what it takes.
+func plainError(err error) error {
+	var pe *envconfig.ParseError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	var takes string
+	switch pe.TypeName {
+	case "bool":
+		takes = "true or false"
+	case "time.Duration":
+		takes = "a duration such as 500ms, 30s, 5m or 168h"
+	default:
+		takes = "a whole number"
+		switch {
+		case strings.HasSuffix(pe.KeyName, "_MS"):
+			takes += " of milliseconds"
+		case strings.HasSuffix(pe.KeyName, "_BYTES"):
+			takes += " of bytes"
+		}
+		if errors.Is(pe.Err, strconv.ErrRange) {
+			lo, hi := int64(math.MinInt64), int64(math.MaxInt64)
+			if pe.TypeName == "int32" {
+				lo, hi = math.MinInt32, math.MaxInt32
+			}
+			if strings.HasPrefix(pe.Value, "-") {
+				takes += fmt.Sprintf(" no smaller than %d", lo)
+			} else {
+				takes += fmt.Sprintf(" no larger than %d", hi)
+			}
+		}
+	}
+	return fmt.Errorf("%s must be %s, not %q", pe.KeyName, takes, pe.Value)
 }
 
 func (c Config) validate() error {
@@ -73,6 +112,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%s_PAYLOAD_WARN_BYTES must be between 0 and %s_PAYLOAD_MAX_BYTES (%d), not %d", envPrefix, envPrefix, c.PayloadMaxBytes, c.PayloadWarnBytes)
 	case c.MaxBatchBytes < int64(c.PayloadMaxBytes):
 		return fmt.Errorf("%s_MAX_BATCH_BYTES must be at least %s_PAYLOAD_MAX_BYTES (%d), not %d", envPrefix, envPrefix, c.PayloadMaxBytes, c.MaxBatchBytes)
+	case c.HeartbeatIntervalMS > (c.LeaseDurationMS-1)/2: // less than half, without overflow
+		return fmt.Errorf("%s_HEARTBEAT_INTERVAL_MS must be less than half of %s_LEASE_DURATION_MS (%d), so that a lease outlives a lost heartbeat, not %d", envPrefix, envPrefix, c.LeaseDurationMS, c.HeartbeatIntervalMS)
 	case c.MaxWaitMS < 0:
 		return fmt.Errorf("%s_MAX_WAIT_MS must not be negative, not %d", envPrefix, c.MaxWaitMS)
 	case c.Retention < 0:

@@ -190,6 +190,9 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"KAGZI_MAX_WAIT_MS", "1m"},
 		{"KAGZI_LEASE_DURATION_MS", "0"},
 		{"KAGZI_HEARTBEAT_INTERVAL_MS", "-10"},
+		{"KAGZI_HEARTBEAT_INTERVAL_MS", "15000"},               // half the default lease
+		{"KAGZI_HEARTBEAT_INTERVAL_MS", "9223372036854775807"}, // 2x overflows
+		{"KAGZI_LEASE_DURATION_MS", "20000"},                   // twice the default heartbeat
 		{"KAGZI_RETENTION", "-1h"},
 		{"KAGZI_RETENTION", "a week"},
 		{"KAGZI_SHUTDOWN_TIMEOUT", "0s"},
@@ -210,6 +213,9 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.name) {
 				t.Fatalf("loadConfig with %s=%q: error %q does not name %s", tc.name, tc.value, err, tc.name)
+			}
+			if msg := err.Error(); strings.ContainsAny(msg, "\n:") || strings.Contains(msg, "envconfig") || strings.Contains(msg, "strconv") {
+				t.Fatalf("loadConfig with %s=%q: error %q is not one plain sentence", tc.name, tc.value, msg)
 			}
 		})
 	}
@@ -239,5 +245,25 @@ func TestUsageListsEveryVariable(t *testing.T) {
 	}
 	if len(lines) != len(names) {
 		t.Errorf("usage lists %d variables, want the %d of Config:\n%s", len(lines), len(names), buf.String())
+	}
+}
+
+func TestConfigErrorsSayWhatTheVariableTakes(t *testing.T) {
+	for _, tc := range []struct{ name, value, want string }{
+		{"KAGZI_MAX_WAIT_MS", "abc", `KAGZI_MAX_WAIT_MS must be a whole number of milliseconds, not "abc"`},
+		{"KAGZI_PAYLOAD_MAX_BYTES", "2MB", `KAGZI_PAYLOAD_MAX_BYTES must be a whole number of bytes, not "2MB"`},
+		{"KAGZI_MAX_BATCH", "1.5", `KAGZI_MAX_BATCH must be a whole number, not "1.5"`},
+		{"KAGZI_DB_MAX_CONNS", "4294967296", `KAGZI_DB_MAX_CONNS must be a whole number no larger than 2147483647, not "4294967296"`},
+		{"KAGZI_AUTO_MIGRATE", "maybe", `KAGZI_AUTO_MIGRATE must be true or false, not "maybe"`},
+		{"KAGZI_SHUTDOWN_TIMEOUT", "15", `KAGZI_SHUTDOWN_TIMEOUT must be a duration such as 500ms, 30s, 5m or 168h, not "15"`},
+		{"KAGZI_HEARTBEAT_INTERVAL_MS", "15000", "KAGZI_HEARTBEAT_INTERVAL_MS must be less than half of KAGZI_LEASE_DURATION_MS (30000), so that a lease outlives a lost heartbeat, not 15000"},
+	} {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			clearEnv(t)
+			t.Setenv(tc.name, tc.value)
+			if _, err := loadConfig(); err == nil || err.Error() != tc.want {
+				t.Fatalf("got error %v\nwant          %s", err, tc.want)
+			}
+		})
 	}
 }
