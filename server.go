@@ -134,7 +134,10 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // readyCheck reports the database, the schema version and the LISTEN
-// connection. What it says is public: causes are logged, not returned.
+// connection. The schema must be at least the version this binary needs:
+// migrations are additive, so a newer one (even in progress) keeps older
+// replicas ready, unless a migration declared that it breaks them
+// (postgres.BreaksOlderMarker). What it says is public: causes are logged, not returned.
 func readyCheck(store *postgres.Store, listener *postgres.Listener, logger *slog.Logger) api.ReadyCheck {
 	return func(ctx context.Context) map[string]error {
 		checks := map[string]error{"database": nil, "schema": nil, "listener": listener.Ready()}
@@ -142,13 +145,18 @@ func readyCheck(store *postgres.Store, listener *postgres.Listener, logger *slog
 			logger.Warn("readiness: database", "error", err)
 			checks["database"] = fmt.Errorf("the database does not answer")
 		}
-		v, dirty, err := store.SchemaVersion(ctx)
+		st, err := store.SchemaState(ctx)
+		need := migrations.Latest()
 		switch {
 		case err != nil:
 			logger.Warn("readiness: schema version", "error", err)
 			checks["schema"] = fmt.Errorf("the schema version cannot be read")
-		case dirty || v != migrations.Latest():
-			checks["schema"] = fmt.Errorf("schema is at version %d (dirty: %v); this binary expects %d", v, dirty, migrations.Latest())
+		case st.Version < need || st.Version == need && st.Dirty:
+			// A newer dirty version is a newer binary's migration in
+			// progress: every version up to this binary's is applied.
+			checks["schema"] = fmt.Errorf("schema is at version %d (dirty: %v); this binary needs %d or later", st.Version, st.Dirty, need)
+		case st.BreaksOlderThan > need:
+			checks["schema"] = fmt.Errorf("schema version %d does not serve binaries older than version %d; this binary is at %d", st.Version, st.BreaksOlderThan, need)
 		}
 		return checks
 	}

@@ -7,6 +7,12 @@
 // atomic says BEGIN and COMMIT itself. Every index on a table that may
 // already hold rows is built CONCURRENTLY in a file of its own, and its
 // first statement drops the INVALID index a failed earlier build left.
+//
+// Migrations are additive, so that older replicas keep serving a newer
+// schema during a rolling upgrade. One that is not sets
+// COMMENT ON TABLE schema_migrations IS 'kagzi:breaks-older-than N', N
+// its own version (its down migration sets it to NULL), and binaries that
+// need a version below N turn unready (see postgres.BreaksOlderMarker).
 package migrations
 
 import "embed"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -102,6 +103,12 @@ func (mg *Migrator) Close() error {
 // stops with an error saying what to do.
 func (mg *Migrator) Up(ctx context.Context) error {
 	return mg.locked(ctx, func() error {
+		// A newer binary migrated further (its migration may still be in
+		// progress): nothing here is for this binary to apply or recover.
+		if v, dirty, err := mg.m.Version(); err == nil && v > migrations.Latest() {
+			mg.logger.Info("the schema is newer than this binary", "version", v, "dirty", dirty, "binary", migrations.Latest())
+			return nil
+		}
 		if err := mg.recoverDirty(); err != nil {
 			return err
 		}
@@ -177,4 +184,46 @@ func rerunnable(version uint) bool {
 		}
 	}
 	return false
+}
+
+// BreaksOlderMarker starts the comment on schema_migrations that a
+// migration which is not additive sets (and its down migration removes):
+//
+//	COMMENT ON TABLE schema_migrations IS 'kagzi:breaks-older-than 17'
+//
+// Binaries that need a schema version below 17 then turn unready: they
+// cannot serve the schema, and they do not have the file to know it.
+const BreaksOlderMarker = "kagzi:breaks-older-than "
+
+// SchemaState is the migration state recorded in the database.
+type SchemaState struct {
+	Version uint
+	Dirty   bool
+	// BreaksOlderThan is the version of BreaksOlderMarker, 0 when no
+	// migration set it.
+	BreaksOlderThan uint
+}
+
+// SchemaState reads the recorded schema version, whether it is dirty, and
+// which binaries it breaks.
+func (s *Store) SchemaState(ctx context.Context) (SchemaState, error) {
+	var (
+		st      SchemaState
+		v       int64
+		comment string
+	)
+	err := s.pool.QueryRow(ctx, `SELECT version, dirty, coalesce(obj_description('schema_migrations'::regclass, 'pg_class'), '')
+		FROM schema_migrations LIMIT 1`).Scan(&v, &st.Dirty, &comment)
+	if err != nil {
+		return st, translate(err)
+	}
+	st.Version = uint(v)
+	if rest, ok := strings.CutPrefix(comment, BreaksOlderMarker); ok {
+		n, err := strconv.ParseUint(strings.TrimSpace(rest), 10, 64)
+		if err != nil {
+			return st, fmt.Errorf("the comment on schema_migrations is not %q followed by a version: %q", BreaksOlderMarker, comment)
+		}
+		st.BreaksOlderThan = uint(n)
+	}
+	return st, nil
 }

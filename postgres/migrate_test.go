@@ -702,3 +702,29 @@ func logSessions(t *testing.T, dbURL string) {
 		t.Log(l)
 	}
 }
+
+// TestMigrateUpLeavesNewerSchema: a replica of an older binary that starts
+// during a rolling upgrade, when a newer one has migrated further (or is
+// migrating), starts: there is nothing for it to apply or recover.
+func TestMigrateUpLeavesNewerSchema(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewEmptyDatabase(t)
+	ctx := testContext(t)
+	mg := newMigrator(t, dbURL)
+	if err := mg.Up(ctx); err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	conn := connect(t, dbURL)
+	newer := migrations.Latest() + 1
+	for _, dirty := range []bool{false, true} {
+		if _, err := conn.Exec(ctx, "UPDATE schema_migrations SET version = $1, dirty = $2", newer, dirty); err != nil {
+			t.Fatal(err)
+		}
+		if err := mg.Up(ctx); err != nil {
+			t.Fatalf("Up on schema %d (dirty: %v): %v", newer, dirty, err)
+		}
+		if v, d, err := mg.Version(ctx); err != nil || v != newer || d != dirty {
+			t.Fatalf("after Up: Version() = %d, dirty %v, %v; want %d, %v, nil", v, d, err, newer, dirty)
+		}
+	}
+}

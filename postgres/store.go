@@ -78,17 +78,6 @@ func (s *Store) Ping(ctx context.Context) error {
 	return translate(s.pool.Ping(ctx))
 }
 
-// SchemaVersion returns the migration version recorded in the database and
-// whether it is dirty.
-func (s *Store) SchemaVersion(ctx context.Context) (version uint, dirty bool, err error) {
-	var v int64
-	err = s.pool.QueryRow(ctx, `SELECT version, dirty FROM schema_migrations LIMIT 1`).Scan(&v, &dirty)
-	if err != nil {
-		return 0, false, translate(err)
-	}
-	return uint(v), dirty, nil
-}
-
 // newID returns a time-ordered UUIDv7, so that run and worker IDs sort by
 // creation time and keyset pages are stable while rows are added.
 func newID() string {
