@@ -37,12 +37,10 @@ type liveServer struct {
 	closed map[string]chan struct{} // client address: closed when the server closed that connection
 }
 
-// startLive starts a server; prepare, when given, changes it before it
-// serves.
-func startLive(t *testing.T, timeouts api.Timeouts, shutdownTimeout time.Duration, prepare ...func(*kagzi.Server)) *liveServer {
-	t.Helper()
-	pool, dbURL := pgtest.NewPool(t)
-	srv := kagzi.NewServer(kagzi.Config{
+// liveConfig is the configuration of a test server on the database at
+// dbURL, without the maintainer and the scheduler.
+func liveConfig(pool *pgxpool.Pool, dbURL string) kagzi.Config {
+	return kagzi.Config{
 		DatabaseURL: dbURL,
 		Pool:        pool,
 		Limits: api.Limits{
@@ -53,11 +51,20 @@ func startLive(t *testing.T, timeouts api.Timeouts, shutdownTimeout time.Duratio
 			LeaseDuration:     30 * time.Second,
 			HeartbeatInterval: 10 * time.Second,
 		},
-		Timeouts:     timeouts,
 		NoMaintainer: true,
 		NoScheduler:  true,
 		Logger:       slog.New(slog.DiscardHandler),
-	})
+	}
+}
+
+// startLive starts a server; prepare, when given, changes it before it
+// serves.
+func startLive(t *testing.T, timeouts api.Timeouts, shutdownTimeout time.Duration, prepare ...func(*kagzi.Server)) *liveServer {
+	t.Helper()
+	pool, dbURL := pgtest.NewPool(t)
+	cfg := liveConfig(pool, dbURL)
+	cfg.Timeouts = timeouts
+	srv := kagzi.NewServer(cfg)
 	for _, p := range prepare {
 		p(srv)
 	}
@@ -303,4 +310,67 @@ func TestShutdownAnswersRunWaits(t *testing.T) {
 		t.Fatal("Serve did not return within 2s of shutdown")
 	}
 	t.Logf("answered and stopped %s after shutdown began", time.Since(start))
+}
+
+// TestWorkBeforeFirstListenReachesParkedClaim: a run started while a claim
+// is parked and before the LISTEN connection is first up was notified to
+// nobody; the first connect makes the queue claim again, long before the
+// 30s backstop.
+func TestWorkBeforeFirstListenReachesParkedClaim(t *testing.T) {
+	t.Parallel()
+	pool, dbURL := pgtest.NewPool(t)
+	srv := kagzi.NewServer(liveConfig(pool, dbURL))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Distributor.Run(ctx) }()
+
+	claimed := make(chan []domain.Task, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tasks, _ := srv.Distributor.Claim(ctx, domain.ClaimRequest{Namespace: "default", TaskQueue: "q", MaxTasks: 1, Wait: 25 * time.Second})
+		claimed <- tasks
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for claimStatements(t, srv) < 1 { // the parked claim found nothing
+		if time.Now().After(deadline) {
+			t.Fatal("the parked claim sent no statement")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	run, err := domain.StartRequest{WorkflowType: "wf", TaskQueue: "q"}.Validate(domain.PayloadLimits{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, _, err := srv.Store.StartRun(ctx, "default", run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Listener.Run(ctx) }()
+	select {
+	case tasks := <-claimed:
+		if len(tasks) != 1 || tasks[0].RunID != started.RunID {
+			t.Fatalf("claimed %+v, want run %s", tasks, started.RunID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the run did not reach the parked claim within 10s of the listener's first connect")
+	}
+}
+
+// claimStatements reads the server's kagzi_claim_statements_total.
+func claimStatements(t *testing.T, srv *kagzi.Server) float64 {
+	t.Helper()
+	families, err := srv.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "kagzi_claim_statements_total" {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
