@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/kagzi/kagzi/domain"
 )
@@ -330,18 +332,28 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 
 // completeRunsSQL completes a batch of runs, each under its own lease: the
 // guard is per row, so a batch is exactly as fenced as single calls. It
-// sends one notification per queue, naming all of the queue's runs: a
-// transaction that notifies holds a cluster-wide lock through its commit,
-// so notifications are what a completion costs most.
+// locks its rows in run_id order first, so that statements that change
+// many runs at once (other batches, worker heartbeats) cannot deadlock
+// with it by locking the same rows in another order. It sends one
+// notification per queue, naming all of the queue's runs: a transaction
+// that notifies holds a cluster-wide lock through its commit, so
+// notifications are what a completion costs most.
 const completeRunsSQL = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[])
 		WITH ORDINALITY AS r(namespace, run_id, lease_id, output, i)
+), l AS MATERIALIZED (
+	SELECT w.run_id FROM workflow_runs w JOIN req ON w.run_id = req.run_id
+	WHERE w.namespace = req.namespace AND w.lease_id = req.lease_id
+		AND w.status = 'running' AND w.lease_expires_at > now()
+	ORDER BY w.run_id
+	FOR UPDATE OF w
 ), c AS (
 	UPDATE workflow_runs w SET status = 'completed', output = req.output::json, finished_at = now(),
 		lease_id = NULL, lease_expires_at = NULL
 	FROM req
-	WHERE w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
+	WHERE w.run_id IN (SELECT run_id FROM l)
+		AND w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
 		AND w.status = 'running' AND w.lease_expires_at > now()
 	RETURNING w.namespace, w.task_queue, w.run_id, req.i
 ), n AS (
@@ -390,38 +402,60 @@ func (s *Store) CompleteRuns(ctx context.Context, namespace string, items []doma
 	return errs
 }
 
-// completeRuns runs one batch of completions. A request its statement did
-// not complete is explained by its own follow-up read.
+// completeRuns runs one batch of completions, and returns one result per
+// request. Each request fails for its own fault only: when the database
+// refuses the statement for what a request holds (an output it cannot
+// store), the batch is split in halves until each culprit is alone, and
+// the others commit. A request its statement did not complete is explained
+// by its own follow-up read.
 func (s *Store) completeRuns(reqs []completeReq) []completeRes {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	res := make([]completeRes, len(reqs))
+	s.completeIsolated(ctx, reqs, res)
+	return res
+}
+
+func (s *Store) completeIsolated(ctx context.Context, reqs []completeReq, res []completeRes) {
+	done, err := s.completeBatch(ctx, reqs)
+	switch {
+	case err != nil && len(reqs) > 1 && refused(err):
+		h := len(reqs) / 2
+		s.completeIsolated(ctx, reqs[:h], res[:h])
+		s.completeIsolated(ctx, reqs[h:], res[h:])
+	case err != nil:
+		err = completeError(err)
+		for i := range res {
+			res[i].err = err
+		}
+	default:
+		for i, r := range reqs {
+			if !done[i] {
+				res[i].err = translate(leaseError(ctx, s.pool, r.namespace, r.runID, r.leaseID))
+			}
+		}
+	}
+}
+
+// completeBatch runs completeRunsSQL on reqs, again when PostgreSQL broke
+// a deadlock by aborting it, and says which requests it completed.
+func (s *Store) completeBatch(ctx context.Context, reqs []completeReq) (done []bool, err error) {
 	n := len(reqs)
 	nss, runIDs, leaseIDs, outputs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, r := range reqs {
 		nss[i], runIDs[i], leaseIDs[i], outputs[i] = r.namespace, r.runID, r.leaseID, string(r.output)
 	}
-	res := make([]completeRes, n)
-	done := make([]bool, n)
-	var err error
-	for try := 0; try < 3; try++ {
-		err = s.completeBatch(ctx, nss, runIDs, leaseIDs, outputs, res, done)
-		if !isDeadlock(err) {
-			break
+	for try := 1; ; try++ {
+		done = make([]bool, n)
+		err = s.queryCompleteRuns(ctx, done, nss, runIDs, leaseIDs, outputs)
+		if !isDeadlock(err) || try == 3 {
+			return done, err
 		}
 	}
-	for i, r := range reqs {
-		switch {
-		case err != nil:
-			res[i].err = translate(err)
-		case !done[i]:
-			res[i].err = translate(leaseError(ctx, s.pool, r.namespace, r.runID, r.leaseID))
-		}
-	}
-	return res
 }
 
-func (s *Store) completeBatch(ctx context.Context, nss, runIDs, leaseIDs, outputs []string, res []completeRes, done []bool) error {
-	rows, err := s.pool.Query(ctx, completeRunsSQL, nss, runIDs, leaseIDs, outputs)
+func (s *Store) queryCompleteRuns(ctx context.Context, done []bool, args ...any) error {
+	rows, err := s.pool.Query(ctx, completeRunsSQL, args...)
 	if err != nil {
 		return err
 	}
@@ -434,6 +468,35 @@ func (s *Store) completeBatch(ctx context.Context, nss, runIDs, leaseIDs, output
 		done[i-1] = true
 	}
 	return rows.Err()
+}
+
+// refused reports whether PostgreSQL refused a statement for what it was
+// given, rather than because it is unavailable or broke a deadlock: then
+// a part of the statement may succeed where the whole failed.
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "08", "40", "53", "57", "58", "XX": // connection, rollback, resources, operator, system
+		return false
+	}
+	return true
+}
+
+// completeError is the error of a completion whose statement failed: data
+// the database cannot store is the request's fault (400); a deadlock that
+// kept coming back is worth retrying (503); the rest is as translated.
+func completeError(err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case isDeadlock(err):
+		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"): // data exception
+		return domain.Invalid("output", "cannot be stored: %s", pgErr.Message)
+	}
+	return translate(err)
 }
 
 // endAttemptSQL ends the run's current attempt after a failure: back to
