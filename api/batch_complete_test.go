@@ -439,3 +439,48 @@ func wantMetric(t testing.TB, e *env, series string, want float64) {
 		t.Errorf("%s: got %v (found %v), want %v", series, got, ok, want)
 	}
 }
+
+// A completion retried after it committed (the worker lost the answer)
+// succeeds again when it is the same: same lease, same output; a retry
+// with another output or another lease is still refused.
+func TestCompletionRetryAfterCommit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	run, task := e.startClaimed(t, "retried", map[string]any{"task_queue": "retried"})
+	body := lease(task.LeaseID, "output", map[string]any{"done": 1})
+	first := e.runCall(t, run.RunID, "complete", body)
+	again := e.runCall(t, run.RunID, "complete", body)
+	if again.Status != "completed" || !again.FinishedAt.Equal(*first.FinishedAt) {
+		t.Fatalf("retried complete: got %s finished %v, want the run completed at %v", again.Status, again.FinishedAt, first.FinishedAt)
+	}
+	wantJSON(t, "run output after the retry", again.Output, `{"done":1}`)
+	e.workerCall(t, run.RunID, "complete", lease(task.LeaseID, "output", map[string]any{"done": 2})).
+		wantProblem(t, http.StatusConflict, "lease_lost", "")
+	e.workerCall(t, run.RunID, "complete", lease(wrongLease, "output", map[string]any{"done": 1})).
+		wantProblem(t, http.StatusConflict, "lease_lost", "")
+	wantJSON(t, "run output", e.get(t, run.RunID).Output, `{"done":1}`)
+
+	// The same for each item of a batch.
+	tasks := e.claimN(t, "bc-retried", 4)
+	items := make([]completion, len(tasks))
+	for i, tk := range tasks {
+		items[i] = completion{RunID: tk.RunID, LeaseID: tk.LeaseID, Output: outputOf(i)}
+	}
+	for i, r := range e.completeBatch(t, items[:3]) {
+		wantCompleted(t, i, r)
+	}
+	retry := slices.Clone(items)
+	retry[1].Output = outputOf(100)
+	retry[2].LeaseID = wrongLease
+	res := e.completeBatch(t, retry)
+	wantCompleted(t, 0, res[0])
+	wantRefused(t, 1, res[1], http.StatusConflict, "lease_lost")
+	wantRefused(t, 2, res[2], http.StatusConflict, "lease_lost")
+	wantCompleted(t, 3, res[3])
+	states := e.runStates(t, "bc-retried")
+	for i, tk := range tasks {
+		if s := states[tk.RunID]; s.status != "completed" || s.output != string(outputOf(i)) {
+			t.Errorf("run %d: got %s with %s, want completed with %s", i, s.status, s.output, outputOf(i))
+		}
+	}
+}

@@ -350,7 +350,7 @@ WITH req AS (
 	FOR UPDATE OF w
 ), c AS (
 	UPDATE workflow_runs w SET status = 'completed', output = req.output::json, finished_at = now(),
-		lease_id = NULL, lease_expires_at = NULL
+		completed_lease_id = w.lease_id, lease_id = NULL, lease_expires_at = NULL
 	FROM req
 	WHERE w.run_id IN (SELECT run_id FROM l)
 		AND w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
@@ -407,7 +407,7 @@ func (s *Store) CompleteRuns(ctx context.Context, namespace string, items []doma
 // refuses the statement for what a request holds (an output it cannot
 // store), the batch is split in halves until each culprit is alone, and
 // the others commit. A request its statement did not complete is explained
-// by its own follow-up read.
+// by its own follow-up read (see notCompleted).
 func (s *Store) completeRuns(reqs []completeReq) []completeRes {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -431,7 +431,7 @@ func (s *Store) completeIsolated(ctx context.Context, reqs []completeReq, res []
 	default:
 		for i, r := range reqs {
 			if !done[i] {
-				res[i].err = translate(leaseError(ctx, s.pool, r.namespace, r.runID, r.leaseID))
+				res[i].err = s.notCompleted(ctx, r)
 			}
 		}
 	}
@@ -452,6 +452,23 @@ func (s *Store) completeBatch(ctx context.Context, reqs []completeReq) (done []b
 			return done, err
 		}
 	}
+}
+
+const completedUnderSQL = `
+SELECT true FROM workflow_runs
+WHERE namespace = $1 AND run_id = $2 AND status = 'completed'
+	AND completed_lease_id = $3 AND output::text = $4`
+
+// notCompleted says why a completion changed nothing: nil when the run
+// was already completed under this lease with this output (the worker's
+// retry of a completion whose answer it lost), or else the lease error.
+func (s *Store) notCompleted(ctx context.Context, r completeReq) error {
+	var same bool
+	err := s.pool.QueryRow(ctx, completedUnderSQL, r.namespace, r.runID, r.leaseID, string(r.output)).Scan(&same)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = leaseError(ctx, s.pool, r.namespace, r.runID, r.leaseID)
+	}
+	return translate(err)
 }
 
 func (s *Store) queryCompleteRuns(ctx context.Context, done []bool, args ...any) error {
