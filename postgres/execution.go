@@ -104,7 +104,8 @@ func (s *Store) HeartbeatRun(ctx context.Context, namespace, runID, leaseID stri
 const latestStepSQL = `
 SELECT ` + stepColumns + `, retry_policy, run_attempt,
 	(SELECT count(*) FROM workflow_steps c WHERE c.run_id = $1 AND c.name = $2
-		AND (c.status <> 'failed' OR c.error->>'type' IS DISTINCT FROM '` + releasedType + `'))
+		AND (c.status <> 'failed' OR c.error->>'type' IS NULL
+			OR c.error->>'type' NOT IN ('` + releasedType + `', '` + runEndedType + `')))
 FROM workflow_steps
 WHERE run_id = $1 AND name = $2 ORDER BY attempt DESC LIMIT 1`
 
@@ -117,7 +118,7 @@ type stepState struct {
 	// runAttempt is the run attempt the latest attempt ran in.
 	runAttempt *int
 	// attempts counts the step's attempts that count against its retry
-	// policy: all but those released (their worker was stopped).
+	// policy: all but those cut short (released, or their run ended).
 	attempts int
 }
 
@@ -135,15 +136,63 @@ func latestStep(ctx context.Context, tx pgx.Tx, runID, name string) (stepState, 
 	return st, err
 }
 
+// currentStep is latestStep for a call that may begin an attempt in
+// runAttempt: an attempt left running by an earlier run attempt is closed
+// first (failed, cut short), so that it is never taken over.
+func currentStep(ctx context.Context, tx pgx.Tx, runID, name string, runAttempt int) (stepState, error) {
+	st, err := latestStep(ctx, tx, runID, name)
+	if err != nil || !st.stale(runAttempt) {
+		return st, err
+	}
+	e := runEndedStepError("attempt it began in ended")
+	if _, err := tx.Exec(ctx, closeStaleStepSQL, runID, name, st.Attempt, e); err != nil {
+		return st, err
+	}
+	st.Status, st.Error, st.attempts = domain.StepFailed, e, st.attempts-1
+	return st, nil
+}
+
 // failedForGood reports whether the latest attempt failed with no retry in
 // the run attempt at hand: then a replay of the step gets that failure
 // again instead of running it once more. (A later run attempt runs it
-// again; so does a step whose attempt was released.)
+// again; so does a step whose attempt was cut short.)
 func (st stepState) failedForGood(runAttempt int) bool {
 	return st.found && st.Status == domain.StepFailed && st.RetryAt == nil &&
-		st.runAttempt != nil && *st.runAttempt == runAttempt &&
-		(st.Error == nil || st.Error.Type == nil || *st.Error.Type != releasedType)
+		st.runAttempt != nil && *st.runAttempt == runAttempt && !st.cutShort()
 }
+
+// cutShort reports whether the latest attempt failed only because it was
+// stopped from outside: released, or its run ended. Such an attempt
+// counts as no attempt.
+func (st stepState) cutShort() bool {
+	return st.Status == domain.StepFailed && st.Error != nil && st.Error.Type != nil &&
+		(*st.Error.Type == releasedType || *st.Error.Type == runEndedType)
+}
+
+// stale reports whether the latest attempt is still running though it
+// began in an earlier attempt of the run: nobody will finish it, and the
+// run attempt at hand must not take it over.
+func (st stepState) stale(runAttempt int) bool {
+	return st.found && st.Status == domain.StepRunning && st.runAttempt != nil && *st.runAttempt != runAttempt
+}
+
+// runEndedType is the error type of a step attempt still running when its
+// run ended (completed, failed or cancelled): like a released one, it
+// counts as no attempt.
+const runEndedType = "run_ended"
+
+// runEndedStepError is the error of the step attempts a run leaves
+// running when it ends; how says how it ended.
+func runEndedStepError(how string) *domain.ErrorInfo {
+	t := runEndedType
+	return &domain.ErrorInfo{Message: "the run " + how + " before this step finished", Type: &t}
+}
+
+// closeStaleStepSQL ends a step attempt left running by an earlier run
+// attempt.
+const closeStaleStepSQL = `
+UPDATE workflow_steps SET status = 'failed', finished_at = now(), error = $4
+WHERE run_id = $1 AND name = $2 AND attempt = $3 AND status = 'running'`
 
 const insertStepSQL = `
 INSERT INTO workflow_steps (run_id, name, attempt, kind, status, input, retry_policy, wake_up_at,
@@ -162,7 +211,7 @@ func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string,
 		if err != nil {
 			return err
 		}
-		latest, err := latestStep(ctx, tx, runID, b.Name)
+		latest, err := currentStep(ctx, tx, runID, b.Name, runAttempt)
 		if err != nil {
 			return err
 		}
@@ -191,32 +240,34 @@ func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string,
 
 const completeStepSQL = `
 UPDATE workflow_steps SET status = 'completed', output = $3, finished_at = now()
-WHERE run_id = $1 AND name = $2 AND status = 'running'
+WHERE run_id = $1 AND name = $2 AND status = 'running' AND (run_attempt IS NULL OR run_attempt = $4)
 RETURNING ` + stepColumns
 
 // CompleteStep records the output of a step's running attempt.
 func (s *Store) CompleteStep(ctx context.Context, namespace, runID, leaseID, name string, output json.RawMessage) (domain.Step, error) {
 	var step domain.Step
 	err := s.inStepTx(ctx, "complete step "+name, func(tx pgx.Tx) error {
-		if _, _, err := fence(ctx, tx, namespace, runID, leaseID); err != nil {
+		runAttempt, _, err := fence(ctx, tx, namespace, runID, leaseID)
+		if err != nil {
 			return err
 		}
-		err := scanStep(tx.QueryRow(ctx, completeStepSQL, runID, name, output), &step)
+		err = scanStep(tx.QueryRow(ctx, completeStepSQL, runID, name, output, runAttempt), &step)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return noRunningStep(ctx, tx, runID, name)
+			return noRunningStep(ctx, tx, runID, name, runAttempt)
 		}
 		return err
 	})
 	return step, err
 }
 
-// noRunningStep says why a step has no running attempt to finish.
-func noRunningStep(ctx context.Context, tx pgx.Tx, runID, name string) error {
+// noRunningStep says why a step has no running attempt to finish in the
+// run attempt at hand.
+func noRunningStep(ctx context.Context, tx pgx.Tx, runID, name string, runAttempt int) error {
 	latest, err := latestStep(ctx, tx, runID, name)
 	switch {
 	case err != nil:
 		return err
-	case !latest.found:
+	case !latest.found || latest.stale(runAttempt):
 		return domain.Errorf(domain.CodeNotFound, "step %q has not begun", name)
 	}
 	return domain.Errorf(domain.CodeConflict, "step %q attempt %d is already %s", name, latest.Attempt, latest.Status)
@@ -243,7 +294,7 @@ SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM
 // lease ends; otherwise the run stays running for the workflow to handle.
 func (s *Store) FailStep(ctx context.Context, namespace, runID, leaseID, name string, e *domain.ErrorInfo) (step domain.Step, retry bool, err error) {
 	err = s.inTx(ctx, "fail step "+name, func(tx pgx.Tx) error {
-		_, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
+		runAttempt, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
 		if err != nil {
 			return err
 		}
@@ -251,8 +302,8 @@ func (s *Store) FailStep(ctx context.Context, namespace, runID, leaseID, name st
 		if err != nil {
 			return err
 		}
-		if !latest.found || latest.Status != domain.StepRunning {
-			return noRunningStep(ctx, tx, runID, name)
+		if !latest.found || latest.Status != domain.StepRunning || latest.stale(runAttempt) {
+			return noRunningStep(ctx, tx, runID, name, runAttempt)
 		}
 		policy := latest.policy
 		if policy == nil {
@@ -305,7 +356,7 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 		if err := tx.QueryRow(ctx, wakeTimeSQL, req.Until, req.Duration.Milliseconds()).Scan(&wake); err != nil {
 			return err
 		}
-		latest, err := latestStep(ctx, tx, runID, req.Step)
+		latest, err := currentStep(ctx, tx, runID, req.Step, runAttempt)
 		switch {
 		case err != nil:
 			return err
@@ -334,7 +385,8 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 // guard is per row, so a batch is exactly as fenced as single calls. It
 // locks its rows in run_id order first, so that statements that change
 // many runs at once (other batches, worker heartbeats) cannot deadlock
-// with it by locking the same rows in another order. It sends one
+// with it by locking the same rows in another order. Step attempts the
+// runs leave running are closed, cut short by the run's end. It sends one
 // notification per queue, naming all of the queue's runs: a transaction
 // that notifies holds a cluster-wide lock through its commit, so
 // notifications are what a completion costs most.
@@ -356,6 +408,9 @@ WITH req AS (
 		AND w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
 		AND w.status = 'running' AND w.lease_expires_at > now()
 	RETURNING w.namespace, w.task_queue, w.run_id, req.i
+), s AS (
+	UPDATE workflow_steps st SET status = 'failed', finished_at = now(), error = $5
+	FROM c WHERE st.run_id = c.run_id AND st.status = 'running'
 ), n AS (
 	SELECT pg_notify('` + Channel + `', 'f:' || namespace || '/' || task_queue || '/' || string_agg(run_id::text, ','))
 	FROM c GROUP BY namespace, task_queue
@@ -447,7 +502,7 @@ func (s *Store) completeBatch(ctx context.Context, reqs []completeReq) (done []b
 	}
 	for try := 1; ; try++ {
 		done = make([]bool, n)
-		err = s.queryCompleteRuns(ctx, done, nss, runIDs, leaseIDs, outputs)
+		err = s.queryCompleteRuns(ctx, done, nss, runIDs, leaseIDs, outputs, completedStepError)
 		if !isDeadlock(err) || try == 3 {
 			return done, err
 		}
@@ -470,6 +525,8 @@ func (s *Store) notCompleted(ctx context.Context, r completeReq) error {
 	}
 	return translate(err)
 }
+
+var completedStepError = runEndedStepError("completed")
 
 func (s *Store) queryCompleteRuns(ctx context.Context, done []bool, args ...any) error {
 	rows, err := s.pool.Query(ctx, completeRunsSQL, args...)
@@ -534,7 +591,7 @@ SELECT f.*, pg_notify('` + Channel + `',
 
 // FailRun ends the run's attempt with an error: a retry is scheduled by its
 // policy, or the run fails when no attempt is left or the error is not
-// retryable.
+// retryable. Step attempts left running are closed, cut short.
 func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e *domain.ErrorInfo) (domain.Run, error) {
 	var run domain.Run
 	err := s.inTx(ctx, "fail run "+runID, func(tx pgx.Tx) error {
@@ -545,7 +602,15 @@ func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e
 		retry, delay := policy.Decide(attempt, e)
 		err = scanRun(tx.QueryRow(ctx, endAttemptSQL, runID, retry, delay.Milliseconds(), e),
 			&run, &run.Input, &run.Output, nil)
+		if err != nil {
+			return err
+		}
 		fillPayload(&run)
+		how := "failed"
+		if retry {
+			how = "attempt failed"
+		}
+		_, err = tx.Exec(ctx, failRunningStepsSQL, []string{runID}, runEndedStepError(how))
 		return err
 	})
 	return run, err
