@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -153,5 +156,83 @@ func wantOutcome(t *testing.T, pool *pgxpool.Pool, r heldRun, err error, poisone
 	}
 	if status != "running" {
 		t.Errorf("poisoned completion of %s/%s: run is %s, want running", r.namespace, r.runID, status)
+	}
+}
+
+// Two completion statements over the same runs, given in opposite orders,
+// never deadlock: the statement locks its runs in run_id order whatever
+// the order of its requests. A third transaction holds the middle run
+// until both statements wait, so that each has locked what it locks
+// before it.
+func TestCompletionBatchesInOppositeOrdersDoNotDeadlock(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	s := postgres.NewStore(pool, 0)
+	ctx := context.Background()
+	runs := startHeld(t, pool, s, "a", 5)
+	// Other namespaces' running runs, so that the planner does as on a
+	// busy server: it visits the runs by index in request order.
+	if _, err := pool.Exec(ctx, `INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type,
+			status, retry_policy, available_at, lease_id, lease_expires_at)
+		SELECT gen_random_uuid(), 'other', 'q', 'w', 'running', '{}', now(), gen_random_uuid(), now() + interval '1 hour'
+		FROM generate_series(1, 5000);
+		ANALYZE workflow_runs`); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(runs, func(a, b heldRun) int { return strings.Compare(a.runID, b.runID) })
+
+	blocker, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback(ctx)
+	if _, err := blocker.Exec(ctx, `SELECT 1 FROM workflow_runs WHERE run_id = $1 FOR UPDATE`, runs[2].runID); err != nil {
+		t.Fatal(err)
+	}
+
+	args := func(order []heldRun) []any {
+		var nss, ids, leases, outputs []string
+		for _, r := range order {
+			nss, ids, leases, outputs = append(nss, r.namespace), append(ids, r.runID), append(leases, r.leaseID),
+				append(outputs, string(goodOutput(r.runID)))
+		}
+		return []any{nss, ids, leases, outputs, nil}
+	}
+	desc := slices.Clone(runs)
+	slices.Reverse(desc)
+	errs := make(chan error, 2)
+	for _, order := range [][]heldRun{runs, desc} {
+		go func() {
+			_, err := pool.Exec(ctx, postgres.CompleteRunsSQL, args(order)...)
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d completion statements wait for a lock, want 2", waiting)
+		}
+		time.Sleep(5 * time.Millisecond) // polls: waiting for a lock offers no event
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("completion statement: %v", err)
+		}
+	}
+	for _, r := range runs {
+		if status, _ := runRow(t, pool, r.runID); status != "completed" {
+			t.Errorf("run %s: got %s, want completed", r.runID, status)
+		}
 	}
 }
