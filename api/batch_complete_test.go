@@ -484,3 +484,68 @@ func TestCompletionRetryAfterCommit(t *testing.T) {
 		}
 	}
 }
+
+// Completions group-committed across requests and namespaces are isolated:
+// outputs the database would refuse (invalid UTF-8 in a string), sent in
+// one namespace beside good completions in another, are refused with 400
+// one by one, and every good completion commits.
+func TestPoisonedCompletionsFailAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	good := e.claimN(t, "poison-good", 90)
+	bad := e.claimN(t, "poison-bad", 30)
+	if _, err := e.pool.Exec(context.Background(),
+		`UPDATE workflow_runs SET namespace = 'other' WHERE task_queue = 'poison-bad'`); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		i      int
+		bad    bool
+		status int
+		code   string
+		err    error
+	}
+	start := make(chan struct{})
+	outcomes := make(chan outcome, len(good)+len(bad))
+	send := func(i int, isBad bool, path string, body []byte) {
+		<-start
+		r, err := e.try(http.MethodPost, path, body)
+		o := outcome{i: i, bad: isBad, err: err}
+		if err == nil {
+			var p problem
+			_ = json.Unmarshal(r.body, &p)
+			o.status, o.code = r.status, p.Code
+		}
+		outcomes <- o
+	}
+	for i, tk := range good {
+		go send(i, false, runPath(tk.RunID)+"/complete", leaseBodyWith(tk.LeaseID, "output", outputOf(i)))
+	}
+	for i, tk := range bad {
+		go send(i, true, "/v1/namespaces/other/workflows/"+tk.RunID+"/complete",
+			leaseBodyWith(tk.LeaseID, "output", []byte("{\"s\":\"bad \xfe\"}")))
+	}
+	close(start)
+	for range len(good) + len(bad) {
+		o := <-outcomes
+		switch {
+		case o.err != nil:
+			t.Errorf("completion %d (bad %v): %v", o.i, o.bad, o.err)
+		case o.bad && (o.status != http.StatusBadRequest || o.code != "invalid_argument"):
+			t.Errorf("poisoned completion %d: got %d %s, want 400 invalid_argument", o.i, o.status, o.code)
+		case !o.bad && o.status != http.StatusOK:
+			t.Errorf("good completion %d: got %d %s, want 200", o.i, o.status, o.code)
+		}
+	}
+	states := e.runStates(t, "poison-good")
+	for i, tk := range good {
+		if s := states[tk.RunID]; s.status != "completed" || s.output != string(outputOf(i)) {
+			t.Errorf("good run %d: got %s with %q, want completed with %s", i, s.status, s.output, outputOf(i))
+		}
+	}
+	for i, tk := range e.runStates(t, "poison-bad") {
+		if tk.status != "running" {
+			t.Errorf("poisoned run %s: got %s, want still running", i, tk.status)
+		}
+	}
+}
