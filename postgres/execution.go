@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/kagzi/kagzi/domain"
+	"github.com/kagzi/kagzi/internal/batch"
 )
 
 // A worker's every call names the lease it holds. The guard below is part
@@ -460,53 +461,42 @@ func (s *Store) CompleteRuns(ctx context.Context, namespace string, items []doma
 // completeRuns runs one batch of completions, and returns one result per
 // request. Each request fails for its own fault only: when the database
 // refuses the statement for what a request holds (an output it cannot
-// store), the batch is split in halves until each culprit is alone, and
-// the others commit. A request its statement did not complete is explained
-// by its own follow-up read (see notCompleted).
+// store), the batch is split until each culprit is alone, and the others
+// commit (see batch.Isolate).
 func (s *Store) completeRuns(reqs []completeReq) []completeRes {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res := make([]completeRes, len(reqs))
-	s.completeIsolated(ctx, reqs, res)
-	return res
-}
-
-func (s *Store) completeIsolated(ctx context.Context, reqs []completeReq, res []completeRes) {
-	done, err := s.completeBatch(ctx, reqs)
-	switch {
-	case err != nil && len(reqs) > 1 && refused(err):
-		h := len(reqs) / 2
-		s.completeIsolated(ctx, reqs[:h], res[:h])
-		s.completeIsolated(ctx, reqs[h:], res[h:])
-	case err != nil:
-		err = completeError(err)
-		for i := range res {
-			res[i].err = err
-		}
-	default:
-		for i, r := range reqs {
-			if !done[i] {
-				res[i].err = s.notCompleted(ctx, r)
-			}
-		}
-	}
+	return batch.Isolate(func(reqs []completeReq) ([]completeRes, error) { return s.completeBatch(ctx, reqs) },
+		refused, func(err error) completeRes { return completeRes{completeError(err)} })(reqs)
 }
 
 // completeBatch runs completeRunsSQL on reqs, again when PostgreSQL broke
-// a deadlock by aborting it, and says which requests it completed.
-func (s *Store) completeBatch(ctx context.Context, reqs []completeReq) (done []bool, err error) {
+// a deadlock by aborting it. A request the statement did not complete is
+// explained by its own follow-up read (see notCompleted).
+func (s *Store) completeBatch(ctx context.Context, reqs []completeReq) ([]completeRes, error) {
 	n := len(reqs)
 	nss, runIDs, leaseIDs, outputs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, r := range reqs {
 		nss[i], runIDs[i], leaseIDs[i], outputs[i] = r.namespace, r.runID, r.leaseID, string(r.output)
 	}
+	var done []bool
 	for try := 1; ; try++ {
 		done = make([]bool, n)
-		err = s.queryCompleteRuns(ctx, done, nss, runIDs, leaseIDs, outputs, completedStepError)
+		err := s.queryCompleteRuns(ctx, done, nss, runIDs, leaseIDs, outputs, completedStepError)
+		if err == nil {
+			break
+		}
 		if !isDeadlock(err) || try == 3 {
-			return done, err
+			return nil, err
 		}
 	}
+	res := make([]completeRes, n)
+	for i, r := range reqs {
+		if !done[i] {
+			res[i].err = s.notCompleted(ctx, r)
+		}
+	}
+	return res, nil
 }
 
 const completedUnderSQL = `
