@@ -439,3 +439,113 @@ func wantMetric(t testing.TB, e *env, series string, want float64) {
 		t.Errorf("%s: got %v (found %v), want %v", series, got, ok, want)
 	}
 }
+
+// A completion retried after it committed (the worker lost the answer)
+// succeeds again when it is the same: same lease, same output; a retry
+// with another output or another lease is still refused.
+func TestCompletionRetryAfterCommit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	run, task := e.startClaimed(t, "retried", map[string]any{"task_queue": "retried"})
+	body := lease(task.LeaseID, "output", map[string]any{"done": 1})
+	first := e.runCall(t, run.RunID, "complete", body)
+	again := e.runCall(t, run.RunID, "complete", body)
+	if again.Status != "completed" || !again.FinishedAt.Equal(*first.FinishedAt) {
+		t.Fatalf("retried complete: got %s finished %v, want the run completed at %v", again.Status, again.FinishedAt, first.FinishedAt)
+	}
+	wantJSON(t, "run output after the retry", again.Output, `{"done":1}`)
+	e.workerCall(t, run.RunID, "complete", lease(task.LeaseID, "output", map[string]any{"done": 2})).
+		wantProblem(t, http.StatusConflict, "lease_lost", "")
+	e.workerCall(t, run.RunID, "complete", lease(wrongLease, "output", map[string]any{"done": 1})).
+		wantProblem(t, http.StatusConflict, "lease_lost", "")
+	wantJSON(t, "run output", e.get(t, run.RunID).Output, `{"done":1}`)
+
+	// The same for each item of a batch.
+	tasks := e.claimN(t, "bc-retried", 4)
+	items := make([]completion, len(tasks))
+	for i, tk := range tasks {
+		items[i] = completion{RunID: tk.RunID, LeaseID: tk.LeaseID, Output: outputOf(i)}
+	}
+	for i, r := range e.completeBatch(t, items[:3]) {
+		wantCompleted(t, i, r)
+	}
+	retry := slices.Clone(items)
+	retry[1].Output = outputOf(100)
+	retry[2].LeaseID = wrongLease
+	res := e.completeBatch(t, retry)
+	wantCompleted(t, 0, res[0])
+	wantRefused(t, 1, res[1], http.StatusConflict, "lease_lost")
+	wantRefused(t, 2, res[2], http.StatusConflict, "lease_lost")
+	wantCompleted(t, 3, res[3])
+	states := e.runStates(t, "bc-retried")
+	for i, tk := range tasks {
+		if s := states[tk.RunID]; s.status != "completed" || s.output != string(outputOf(i)) {
+			t.Errorf("run %d: got %s with %s, want completed with %s", i, s.status, s.output, outputOf(i))
+		}
+	}
+}
+
+// Completions group-committed across requests and namespaces are isolated:
+// outputs the database would refuse (invalid UTF-8 in a string), sent in
+// one namespace beside good completions in another, are refused with 400
+// one by one, and every good completion commits.
+func TestPoisonedCompletionsFailAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	good := e.claimN(t, "poison-good", 90)
+	bad := e.claimN(t, "poison-bad", 30)
+	if _, err := e.pool.Exec(context.Background(),
+		`UPDATE workflow_runs SET namespace = 'other' WHERE task_queue = 'poison-bad'`); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		i      int
+		bad    bool
+		status int
+		code   string
+		err    error
+	}
+	start := make(chan struct{})
+	outcomes := make(chan outcome, len(good)+len(bad))
+	send := func(i int, isBad bool, path string, body []byte) {
+		<-start
+		r, err := e.try(http.MethodPost, path, body)
+		o := outcome{i: i, bad: isBad, err: err}
+		if err == nil {
+			var p problem
+			_ = json.Unmarshal(r.body, &p)
+			o.status, o.code = r.status, p.Code
+		}
+		outcomes <- o
+	}
+	for i, tk := range good {
+		go send(i, false, runPath(tk.RunID)+"/complete", leaseBodyWith(tk.LeaseID, "output", outputOf(i)))
+	}
+	for i, tk := range bad {
+		go send(i, true, "/v1/namespaces/other/workflows/"+tk.RunID+"/complete",
+			leaseBodyWith(tk.LeaseID, "output", []byte("{\"s\":\"bad \xfe\"}")))
+	}
+	close(start)
+	for range len(good) + len(bad) {
+		o := <-outcomes
+		switch {
+		case o.err != nil:
+			t.Errorf("completion %d (bad %v): %v", o.i, o.bad, o.err)
+		case o.bad && (o.status != http.StatusBadRequest || o.code != "invalid_argument"):
+			t.Errorf("poisoned completion %d: got %d %s, want 400 invalid_argument", o.i, o.status, o.code)
+		case !o.bad && o.status != http.StatusOK:
+			t.Errorf("good completion %d: got %d %s, want 200", o.i, o.status, o.code)
+		}
+	}
+	states := e.runStates(t, "poison-good")
+	for i, tk := range good {
+		if s := states[tk.RunID]; s.status != "completed" || s.output != string(outputOf(i)) {
+			t.Errorf("good run %d: got %s with %q, want completed with %s", i, s.status, s.output, outputOf(i))
+		}
+	}
+	for i, tk := range e.runStates(t, "poison-bad") {
+		if tk.status != "running" {
+			t.Errorf("poisoned run %s: got %s, want still running", i, tk.status)
+		}
+	}
+}

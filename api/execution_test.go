@@ -876,3 +876,106 @@ func TestMetricsAfterActivity(t *testing.T) {
 		}
 	}
 }
+
+// wantCutShort fails t unless the run's only attempt of step "work" is
+// failed, finished, with a run_ended error whose message says how.
+func wantCutShort(t testing.TB, st stepView, attempt int, how string) {
+	t.Helper()
+	if st.Name != "work" || st.Attempt != attempt || st.Status != "failed" || st.FinishedAt == nil || st.Error == nil ||
+		st.Error.Type == nil || *st.Error.Type != "run_ended" || !strings.Contains(st.Error.Message, how) {
+		t.Fatalf("step: got %+v (error %+v), want work#%d failed and finished, error type run_ended saying %q", st, st.Error, attempt, how)
+	}
+}
+
+// Completing, failing or cancelling a run closes the step attempts it
+// leaves running; a retried run begins a new attempt of such a step.
+func TestRunEndClosesRunningSteps(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, c := range []struct {
+		name, how string
+		end       func(runID, leaseID string)
+	}{
+		{"complete", "completed", func(runID, leaseID string) {
+			e.runCall(t, runID, "complete", lease(leaseID, "output", 1))
+		}},
+		{"fail", "failed", func(runID, leaseID string) {
+			e.runCall(t, runID, "fail", lease(leaseID, "error", map[string]any{"message": "no", "non_retryable": true}))
+		}},
+		{"cancel", "cancelled", func(runID, _ string) {
+			e.do(t, http.MethodPost, runPath(runID)+"/cancel", nil).wantStatus(t, http.StatusOK)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			run, task := e.startClaimed(t, "ends", map[string]any{"task_queue": "ends-" + c.name})
+			e.begin(t, run.RunID, "work", lease(task.LeaseID))
+			c.end(run.RunID, task.LeaseID)
+			steps := e.steps(t, run.RunID)
+			if len(steps) != 1 {
+				t.Fatalf("steps: got %d, want 1", len(steps))
+			}
+			wantCutShort(t, steps[0], 1, c.how)
+		})
+	}
+
+	t.Run("fail with a retry", func(t *testing.T) {
+		run, task := e.startClaimed(t, "ends", map[string]any{"task_queue": "ends-retry",
+			"retry_policy": map[string]any{"initial_interval_ms": 1}})
+		e.begin(t, run.RunID, "work", lease(task.LeaseID))
+		if r := e.runCall(t, run.RunID, "fail", lease(task.LeaseID, "error", map[string]any{"message": "again"})); r.Status != "pending" {
+			t.Fatalf("fail: got %s, want pending", r.Status)
+		}
+		task2 := e.claimOne(t, "ends-retry", 5*time.Second)
+		if task2.Attempt != 2 {
+			t.Fatalf("claim after the retry: got attempt %d, want 2", task2.Attempt)
+		}
+		b := e.begin(t, run.RunID, "work", lease(task2.LeaseID))
+		if !b.ShouldExecute || b.Step.Attempt != 2 || b.Step.Status != "running" {
+			t.Fatalf("begin in the new attempt: got %+v, want should_execute and a new attempt 2", b)
+		}
+		wantCutShort(t, e.steps(t, run.RunID)[0], 1, "attempt failed")
+	})
+}
+
+// A step attempt left running by an earlier attempt of the run (as a
+// server before the fix left them) is never taken over by a later one.
+func TestStaleStepAttemptIsNotReused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	run, task := e.startClaimed(t, "stale", map[string]any{"task_queue": "stale",
+		"retry_policy": map[string]any{"initial_interval_ms": 1}})
+	e.begin(t, run.RunID, "work", lease(task.LeaseID))
+	e.runCall(t, run.RunID, "fail", lease(task.LeaseID, "error", map[string]any{"message": "again"}))
+	task2 := e.claimOne(t, "stale", 5*time.Second)
+	if _, err := e.pool.Exec(context.Background(), `UPDATE workflow_steps
+		SET status = 'running', error = NULL, finished_at = NULL WHERE run_id = $1`, run.RunID); err != nil {
+		t.Fatal(err)
+	}
+	e.workerCall(t, run.RunID, "steps/work/complete", lease(task2.LeaseID, "output", 1)).
+		wantProblem(t, http.StatusNotFound, "not_found", "")
+	e.workerCall(t, run.RunID, "steps/work/fail", lease(task2.LeaseID, "error", map[string]any{"message": "x"})).
+		wantProblem(t, http.StatusNotFound, "not_found", "")
+	b := e.begin(t, run.RunID, "work", lease(task2.LeaseID))
+	if !b.ShouldExecute || b.Step.Attempt != 2 || b.Step.Status != "running" {
+		t.Fatalf("begin: got %+v, want should_execute and a new attempt 2", b)
+	}
+	wantCutShort(t, e.steps(t, run.RunID)[0], 1, "attempt it began in ended")
+	if st := e.completeStep(t, run.RunID, task2.LeaseID, "work", 7); st.Attempt != 2 || st.Status != "completed" {
+		t.Fatalf("complete: got %+v, want attempt 2 completed", st)
+	}
+}
+
+// begin of a step that failed for good in this attempt of the run answers
+// should_execute false, a null output and the failed Step with its error.
+func TestBeginOfStepFailedForGood(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	run, task := e.startClaimed(t, "fatal", map[string]any{"task_queue": "fatal"})
+	e.begin(t, run.RunID, "work", lease(task.LeaseID))
+	e.failStep(t, run.RunID, task.LeaseID, "work", map[string]any{"message": "broken", "non_retryable": true})
+	b := e.begin(t, run.RunID, "work", lease(task.LeaseID))
+	if b.ShouldExecute || b.Step.Status != "failed" || b.Step.Attempt != 1 || b.Step.Error == nil || b.Step.Error.Message != "broken" {
+		t.Fatalf("begin: got %+v, want should_execute false and attempt 1 failed with its error", b)
+	}
+	wantJSON(t, "begin output", b.Output, `null`)
+}

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/kagzi/kagzi/domain"
+	"github.com/kagzi/kagzi/internal/batch"
 )
 
 // A worker's every call names the lease it holds. The guard below is part
@@ -102,7 +105,8 @@ func (s *Store) HeartbeatRun(ctx context.Context, namespace, runID, leaseID stri
 const latestStepSQL = `
 SELECT ` + stepColumns + `, retry_policy, run_attempt,
 	(SELECT count(*) FROM workflow_steps c WHERE c.run_id = $1 AND c.name = $2
-		AND (c.status <> 'failed' OR c.error->>'type' IS DISTINCT FROM '` + releasedType + `'))
+		AND (c.status <> 'failed' OR c.error->>'type' IS NULL
+			OR c.error->>'type' NOT IN ('` + releasedType + `', '` + runEndedType + `')))
 FROM workflow_steps
 WHERE run_id = $1 AND name = $2 ORDER BY attempt DESC LIMIT 1`
 
@@ -115,7 +119,7 @@ type stepState struct {
 	// runAttempt is the run attempt the latest attempt ran in.
 	runAttempt *int
 	// attempts counts the step's attempts that count against its retry
-	// policy: all but those released (their worker was stopped).
+	// policy: all but those cut short (released, or their run ended).
 	attempts int
 }
 
@@ -133,15 +137,63 @@ func latestStep(ctx context.Context, tx pgx.Tx, runID, name string) (stepState, 
 	return st, err
 }
 
+// currentStep is latestStep for a call that may begin an attempt in
+// runAttempt: an attempt left running by an earlier run attempt is closed
+// first (failed, cut short), so that it is never taken over.
+func currentStep(ctx context.Context, tx pgx.Tx, runID, name string, runAttempt int) (stepState, error) {
+	st, err := latestStep(ctx, tx, runID, name)
+	if err != nil || !st.stale(runAttempt) {
+		return st, err
+	}
+	e := runEndedStepError("attempt it began in ended")
+	if _, err := tx.Exec(ctx, closeStaleStepSQL, runID, name, st.Attempt, e); err != nil {
+		return st, err
+	}
+	st.Status, st.Error, st.attempts = domain.StepFailed, e, st.attempts-1
+	return st, nil
+}
+
 // failedForGood reports whether the latest attempt failed with no retry in
 // the run attempt at hand: then a replay of the step gets that failure
 // again instead of running it once more. (A later run attempt runs it
-// again; so does a step whose attempt was released.)
+// again; so does a step whose attempt was cut short.)
 func (st stepState) failedForGood(runAttempt int) bool {
 	return st.found && st.Status == domain.StepFailed && st.RetryAt == nil &&
-		st.runAttempt != nil && *st.runAttempt == runAttempt &&
-		(st.Error == nil || st.Error.Type == nil || *st.Error.Type != releasedType)
+		st.runAttempt != nil && *st.runAttempt == runAttempt && !st.cutShort()
 }
+
+// cutShort reports whether the latest attempt failed only because it was
+// stopped from outside: released, or its run ended. Such an attempt
+// counts as no attempt.
+func (st stepState) cutShort() bool {
+	return st.Status == domain.StepFailed && st.Error != nil && st.Error.Type != nil &&
+		(*st.Error.Type == releasedType || *st.Error.Type == runEndedType)
+}
+
+// stale reports whether the latest attempt is still running though it
+// began in an earlier attempt of the run: nobody will finish it, and the
+// run attempt at hand must not take it over.
+func (st stepState) stale(runAttempt int) bool {
+	return st.found && st.Status == domain.StepRunning && st.runAttempt != nil && *st.runAttempt != runAttempt
+}
+
+// runEndedType is the error type of a step attempt still running when its
+// run ended (completed, failed or cancelled): like a released one, it
+// counts as no attempt.
+const runEndedType = "run_ended"
+
+// runEndedStepError is the error of the step attempts a run leaves
+// running when it ends; how says how it ended.
+func runEndedStepError(how string) *domain.ErrorInfo {
+	t := runEndedType
+	return &domain.ErrorInfo{Message: "the run " + how + " before this step finished", Type: &t}
+}
+
+// closeStaleStepSQL ends a step attempt left running by an earlier run
+// attempt.
+const closeStaleStepSQL = `
+UPDATE workflow_steps SET status = 'failed', finished_at = now(), error = $4
+WHERE run_id = $1 AND name = $2 AND attempt = $3 AND status = 'running'`
 
 const insertStepSQL = `
 INSERT INTO workflow_steps (run_id, name, attempt, kind, status, input, retry_policy, wake_up_at,
@@ -160,7 +212,7 @@ func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string,
 		if err != nil {
 			return err
 		}
-		latest, err := latestStep(ctx, tx, runID, b.Name)
+		latest, err := currentStep(ctx, tx, runID, b.Name, runAttempt)
 		if err != nil {
 			return err
 		}
@@ -189,32 +241,34 @@ func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string,
 
 const completeStepSQL = `
 UPDATE workflow_steps SET status = 'completed', output = $3, finished_at = now()
-WHERE run_id = $1 AND name = $2 AND status = 'running'
+WHERE run_id = $1 AND name = $2 AND status = 'running' AND (run_attempt IS NULL OR run_attempt = $4)
 RETURNING ` + stepColumns
 
 // CompleteStep records the output of a step's running attempt.
 func (s *Store) CompleteStep(ctx context.Context, namespace, runID, leaseID, name string, output json.RawMessage) (domain.Step, error) {
 	var step domain.Step
 	err := s.inStepTx(ctx, "complete step "+name, func(tx pgx.Tx) error {
-		if _, _, err := fence(ctx, tx, namespace, runID, leaseID); err != nil {
+		runAttempt, _, err := fence(ctx, tx, namespace, runID, leaseID)
+		if err != nil {
 			return err
 		}
-		err := scanStep(tx.QueryRow(ctx, completeStepSQL, runID, name, output), &step)
+		err = scanStep(tx.QueryRow(ctx, completeStepSQL, runID, name, output, runAttempt), &step)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return noRunningStep(ctx, tx, runID, name)
+			return noRunningStep(ctx, tx, runID, name, runAttempt)
 		}
 		return err
 	})
 	return step, err
 }
 
-// noRunningStep says why a step has no running attempt to finish.
-func noRunningStep(ctx context.Context, tx pgx.Tx, runID, name string) error {
+// noRunningStep says why a step has no running attempt to finish in the
+// run attempt at hand.
+func noRunningStep(ctx context.Context, tx pgx.Tx, runID, name string, runAttempt int) error {
 	latest, err := latestStep(ctx, tx, runID, name)
 	switch {
 	case err != nil:
 		return err
-	case !latest.found:
+	case !latest.found || latest.stale(runAttempt):
 		return domain.Errorf(domain.CodeNotFound, "step %q has not begun", name)
 	}
 	return domain.Errorf(domain.CodeConflict, "step %q attempt %d is already %s", name, latest.Attempt, latest.Status)
@@ -241,7 +295,7 @@ SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM
 // lease ends; otherwise the run stays running for the workflow to handle.
 func (s *Store) FailStep(ctx context.Context, namespace, runID, leaseID, name string, e *domain.ErrorInfo) (step domain.Step, retry bool, err error) {
 	err = s.inTx(ctx, "fail step "+name, func(tx pgx.Tx) error {
-		_, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
+		runAttempt, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
 		if err != nil {
 			return err
 		}
@@ -249,8 +303,8 @@ func (s *Store) FailStep(ctx context.Context, namespace, runID, leaseID, name st
 		if err != nil {
 			return err
 		}
-		if !latest.found || latest.Status != domain.StepRunning {
-			return noRunningStep(ctx, tx, runID, name)
+		if !latest.found || latest.Status != domain.StepRunning || latest.stale(runAttempt) {
+			return noRunningStep(ctx, tx, runID, name, runAttempt)
 		}
 		policy := latest.policy
 		if policy == nil {
@@ -303,7 +357,7 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 		if err := tx.QueryRow(ctx, wakeTimeSQL, req.Until, req.Duration.Milliseconds()).Scan(&wake); err != nil {
 			return err
 		}
-		latest, err := latestStep(ctx, tx, runID, req.Step)
+		latest, err := currentStep(ctx, tx, runID, req.Step, runAttempt)
 		switch {
 		case err != nil:
 			return err
@@ -330,20 +384,34 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 
 // completeRunsSQL completes a batch of runs, each under its own lease: the
 // guard is per row, so a batch is exactly as fenced as single calls. It
-// sends one notification per queue, naming all of the queue's runs: a
-// transaction that notifies holds a cluster-wide lock through its commit,
-// so notifications are what a completion costs most.
+// locks its rows in run_id order first, so that statements that change
+// many runs at once (other batches, worker heartbeats) cannot deadlock
+// with it by locking the same rows in another order. Step attempts the
+// runs leave running are closed, cut short by the run's end. It sends one
+// notification per queue, naming all of the queue's runs: a transaction
+// that notifies holds a cluster-wide lock through its commit, so
+// notifications are what a completion costs most.
 const completeRunsSQL = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[])
 		WITH ORDINALITY AS r(namespace, run_id, lease_id, output, i)
+), l AS MATERIALIZED (
+	SELECT w.run_id FROM workflow_runs w JOIN req ON w.run_id = req.run_id
+	WHERE w.namespace = req.namespace AND w.lease_id = req.lease_id
+		AND w.status = 'running' AND w.lease_expires_at > now()
+	ORDER BY w.run_id
+	FOR UPDATE OF w
 ), c AS (
 	UPDATE workflow_runs w SET status = 'completed', output = req.output::json, finished_at = now(),
-		lease_id = NULL, lease_expires_at = NULL
+		completed_lease_id = w.lease_id, lease_id = NULL, lease_expires_at = NULL
 	FROM req
-	WHERE w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
+	WHERE w.run_id IN (SELECT run_id FROM l)
+		AND w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
 		AND w.status = 'running' AND w.lease_expires_at > now()
 	RETURNING w.namespace, w.task_queue, w.run_id, req.i
+), s AS (
+	UPDATE workflow_steps st SET status = 'failed', finished_at = now(), error = $5
+	FROM c WHERE st.run_id = c.run_id AND st.status = 'running'
 ), n AS (
 	SELECT pg_notify('` + Channel + `', 'f:' || namespace || '/' || task_queue || '/' || string_agg(run_id::text, ','))
 	FROM c GROUP BY namespace, task_queue
@@ -390,38 +458,68 @@ func (s *Store) CompleteRuns(ctx context.Context, namespace string, items []doma
 	return errs
 }
 
-// completeRuns runs one batch of completions. A request its statement did
-// not complete is explained by its own follow-up read.
+// completeRuns runs one batch of completions, and returns one result per
+// request. Each request fails for its own fault only: when the database
+// refuses the statement for what a request holds (an output it cannot
+// store), the batch is split until each culprit is alone, and the others
+// commit (see batch.Isolate).
 func (s *Store) completeRuns(reqs []completeReq) []completeRes {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	return batch.Isolate(func(reqs []completeReq) ([]completeRes, error) { return s.completeBatch(ctx, reqs) },
+		refused, func(err error) completeRes { return completeRes{completeError(err)} })(reqs)
+}
+
+// completeBatch runs completeRunsSQL on reqs, again when PostgreSQL broke
+// a deadlock by aborting it. A request the statement did not complete is
+// explained by its own follow-up read (see notCompleted).
+func (s *Store) completeBatch(ctx context.Context, reqs []completeReq) ([]completeRes, error) {
 	n := len(reqs)
 	nss, runIDs, leaseIDs, outputs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, r := range reqs {
 		nss[i], runIDs[i], leaseIDs[i], outputs[i] = r.namespace, r.runID, r.leaseID, string(r.output)
 	}
-	res := make([]completeRes, n)
-	done := make([]bool, n)
-	var err error
-	for try := 0; try < 3; try++ {
-		err = s.completeBatch(ctx, nss, runIDs, leaseIDs, outputs, res, done)
-		if !isDeadlock(err) {
+	var done []bool
+	for try := 1; ; try++ {
+		done = make([]bool, n)
+		err := s.queryCompleteRuns(ctx, done, nss, runIDs, leaseIDs, outputs, completedStepError)
+		if err == nil {
 			break
 		}
-	}
-	for i, r := range reqs {
-		switch {
-		case err != nil:
-			res[i].err = translate(err)
-		case !done[i]:
-			res[i].err = translate(leaseError(ctx, s.pool, r.namespace, r.runID, r.leaseID))
+		if !isDeadlock(err) || try == 3 {
+			return nil, err
 		}
 	}
-	return res
+	res := make([]completeRes, n)
+	for i, r := range reqs {
+		if !done[i] {
+			res[i].err = s.notCompleted(ctx, r)
+		}
+	}
+	return res, nil
 }
 
-func (s *Store) completeBatch(ctx context.Context, nss, runIDs, leaseIDs, outputs []string, res []completeRes, done []bool) error {
-	rows, err := s.pool.Query(ctx, completeRunsSQL, nss, runIDs, leaseIDs, outputs)
+const completedUnderSQL = `
+SELECT true FROM workflow_runs
+WHERE namespace = $1 AND run_id = $2 AND status = 'completed'
+	AND completed_lease_id = $3 AND output::text = $4`
+
+// notCompleted says why a completion changed nothing: nil when the run
+// was already completed under this lease with this output (the worker's
+// retry of a completion whose answer it lost), or else the lease error.
+func (s *Store) notCompleted(ctx context.Context, r completeReq) error {
+	var same bool
+	err := s.pool.QueryRow(ctx, completedUnderSQL, r.namespace, r.runID, r.leaseID, string(r.output)).Scan(&same)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = leaseError(ctx, s.pool, r.namespace, r.runID, r.leaseID)
+	}
+	return translate(err)
+}
+
+var completedStepError = runEndedStepError("completed")
+
+func (s *Store) queryCompleteRuns(ctx context.Context, done []bool, args ...any) error {
+	rows, err := s.pool.Query(ctx, completeRunsSQL, args...)
 	if err != nil {
 		return err
 	}
@@ -434,6 +532,35 @@ func (s *Store) completeBatch(ctx context.Context, nss, runIDs, leaseIDs, output
 		done[i-1] = true
 	}
 	return rows.Err()
+}
+
+// refused reports whether PostgreSQL refused a statement for what it was
+// given, rather than because it is unavailable or broke a deadlock: then
+// a part of the statement may succeed where the whole failed.
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "08", "40", "53", "57", "58", "XX": // connection, rollback, resources, operator, system
+		return false
+	}
+	return true
+}
+
+// completeError is the error of a completion whose statement failed: data
+// the database cannot store is the request's fault (400); a deadlock that
+// kept coming back is worth retrying (503); the rest is as translated.
+func completeError(err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case isDeadlock(err):
+		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
+	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"): // data exception
+		return domain.Invalid("output", "cannot be stored: %s", pgErr.Message)
+	}
+	return translate(err)
 }
 
 // endAttemptSQL ends the run's current attempt after a failure: back to
@@ -454,7 +581,7 @@ SELECT f.*, pg_notify('` + Channel + `',
 
 // FailRun ends the run's attempt with an error: a retry is scheduled by its
 // policy, or the run fails when no attempt is left or the error is not
-// retryable.
+// retryable. Step attempts left running are closed, cut short.
 func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e *domain.ErrorInfo) (domain.Run, error) {
 	var run domain.Run
 	err := s.inTx(ctx, "fail run "+runID, func(tx pgx.Tx) error {
@@ -465,7 +592,15 @@ func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e
 		retry, delay := policy.Decide(attempt, e)
 		err = scanRun(tx.QueryRow(ctx, endAttemptSQL, runID, retry, delay.Milliseconds(), e),
 			&run, &run.Input, &run.Output, nil)
+		if err != nil {
+			return err
+		}
 		fillPayload(&run)
+		how := "failed"
+		if retry {
+			how = "attempt failed"
+		}
+		_, err = tx.Exec(ctx, failRunningStepsSQL, []string{runID}, runEndedStepError(how))
 		return err
 	})
 	return run, err

@@ -5,3 +5,7 @@ const (
 	ClaimSQL        = claimSQL
 	ClaimLimitedSQL = claimLimitedSQL
 )
+
+// CompleteRunsSQL is the group-committed completion, for the test of the
+// order it locks runs in.
+const CompleteRunsSQL = completeRunsSQL

@@ -281,14 +281,20 @@ WITH c AS (
 	SET status = 'cancelled', finished_at = now(), lease_id = NULL, lease_expires_at = NULL
 	WHERE namespace = $1 AND run_id = $2 AND status IN ('pending', 'sleeping', 'running')
 	RETURNING ` + runColumnsWithPayload + `
+), s AS (
+	UPDATE workflow_steps st SET status = 'failed', finished_at = now(), error = $3
+	FROM c WHERE st.run_id = c.run_id AND st.status = 'running'
 )
 SELECT c.*, pg_notify('` + Channel + `', ` + finishedPayload + `) FROM c`
 
-// CancelRun cancels a live run. Cancelling a cancelled run returns it as
-// it is; a completed or failed run is a conflict.
+var cancelledStepError = runEndedStepError("was cancelled")
+
+// CancelRun cancels a live run, closing the step attempts it leaves
+// running. Cancelling a cancelled run returns it as it is; a completed or
+// failed run is a conflict.
 func (s *Store) CancelRun(ctx context.Context, namespace, runID string) (domain.Run, error) {
 	var run domain.Run
-	err := scanRun(s.pool.QueryRow(ctx, cancelRunSQL, namespace, runID), &run, &run.Input, &run.Output, nil)
+	err := scanRun(s.pool.QueryRow(ctx, cancelRunSQL, namespace, runID, cancelledStepError), &run, &run.Input, &run.Output, nil)
 	if err == nil {
 		fillPayload(&run)
 		return run, nil

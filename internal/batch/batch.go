@@ -102,3 +102,35 @@ func (b *Batcher[Req, Res]) run(batch []*call[Req, Res]) {
 		close(c.done)
 	}
 }
+
+// Isolate turns exec, which runs a whole batch and may fail it as a whole,
+// into an exec for New that fails each request for its own fault only:
+// when exec fails with an error that splittable says a request may have
+// caused (rather than the service), the batch is split in halves and each
+// half run again, down to single requests, so that the others succeed and
+// each culprit gets the error alone. An error not splittable, or a single
+// request's, becomes that of each request of the batch through fail.
+// Each culprit costs about 2·log2(batch size) more runs of exec.
+func Isolate[Req, Res any](exec func([]Req) ([]Res, error), splittable func(error) bool, fail func(error) Res) func([]Req) []Res {
+	var run func(reqs []Req, res []Res)
+	run = func(reqs []Req, res []Res) {
+		got, err := exec(reqs)
+		switch {
+		case err == nil:
+			copy(res, got)
+		case len(reqs) > 1 && splittable(err):
+			h := len(reqs) / 2
+			run(reqs[:h], res[:h])
+			run(reqs[h:], res[h:])
+		default:
+			for i := range res {
+				res[i] = fail(err)
+			}
+		}
+	}
+	return func(reqs []Req) []Res {
+		res := make([]Res, len(reqs))
+		run(reqs, res)
+		return res
+	}
+}

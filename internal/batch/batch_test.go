@@ -1,6 +1,8 @@
 package batch
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -343,4 +345,43 @@ func TestBatcherLoneCallRunsAtOnce(t *testing.T) {
 		t.Fatalf("batch sizes: got %v, want %v", got, want)
 	}
 	s.waitIdle(t)
+}
+
+// Isolate fails only the requests at fault: a batch that fails for one
+// request's sake is split until the culprit is alone, and the others get
+// their results; an error that is nobody's fault fails the whole batch.
+func TestIsolate(t *testing.T) {
+	errBad := errors.New("bad request")
+	errDown := errors.New("service down")
+	var runs [][]int
+	down := false
+	exec := Isolate(func(reqs []int) ([]string, error) {
+		runs = append(runs, slices.Clone(reqs))
+		if down {
+			return nil, errDown
+		}
+		res := make([]string, len(reqs))
+		for i, r := range reqs {
+			if r < 0 {
+				return nil, errBad
+			}
+			res[i] = fmt.Sprint(r)
+		}
+		return res, nil
+	}, func(err error) bool { return err == errBad }, func(err error) string { return "error: " + err.Error() })
+
+	got := exec([]int{1, -2, 3, 4, 5, -6, 7, 8})
+	want := []string{"1", "error: bad request", "3", "4", "5", "error: bad request", "7", "8"}
+	if !slices.Equal(got, want) {
+		t.Errorf("results = %q, want %q", got, want)
+	}
+	if len(runs) > 1+2*2*3 {
+		t.Errorf("exec ran %d times for 2 culprits among 8, want at most %d", len(runs), 1+2*2*3)
+	}
+
+	runs, down = nil, true
+	got = exec([]int{1, 2, 3})
+	if want := []string{"error: service down", "error: service down", "error: service down"}; !slices.Equal(got, want) || len(runs) != 1 {
+		t.Errorf("service down: results = %q after %d runs, want %q after 1", got, len(runs), want)
+	}
 }
