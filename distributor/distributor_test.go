@@ -27,6 +27,9 @@ type countingStore struct {
 	claims atomic.Int64
 	// gate, when set, is received from before each claim runs.
 	gate chan struct{}
+	// afterClaim, when set, is called after each claim statement, before
+	// the distributor has its result.
+	afterClaim func(domain.ClaimResult)
 }
 
 func (s *countingStore) ClaimRuns(ctx context.Context, namespace, queue string, types, slots []string) (domain.ClaimResult, error) {
@@ -34,7 +37,24 @@ func (s *countingStore) ClaimRuns(ctx context.Context, namespace, queue string, 
 		<-s.gate
 	}
 	defer s.claims.Add(1)
-	return s.Store.ClaimRuns(ctx, namespace, queue, types, slots)
+	res, err := s.Store.ClaimRuns(ctx, namespace, queue, types, slots)
+	if s.afterClaim != nil {
+		s.afterClaim(res)
+	}
+	return res, err
+}
+
+// newBareDistributor is a distributor with no listener: it hears of nothing
+// but what the test tells it, and its backstop is an hour away.
+func newBareDistributor(t *testing.T, pool *pgxpool.Pool) (*countingStore, *distributor.Distributor) {
+	t.Helper()
+	store := &countingStore{Store: postgres.NewStore(pool, time.Minute)}
+	d := distributor.New(store, slog.New(slog.DiscardHandler), distributor.Options{Backstop: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return store, d
 }
 
 // server is one Kagzi replica's claiming side: a distributor fed by its own
@@ -210,6 +230,29 @@ func TestOneStatementPerTypeSet(t *testing.T) {
 	}
 	if len(rb.tasks) != 1 || rb.tasks[0].WorkflowType != "b" {
 		t.Errorf("waiter for b got %+v", rb.tasks)
+	}
+}
+
+// TestWaiterIgnoresOtherTypesTimers parks a claim for type b on a queue
+// whose delayed runs of type a come due first: its runner sleeps until b's
+// run comes due, and claims nothing at a's times.
+func TestWaiterIgnoresOtherTypesTimers(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	store, d := newBareDistributor(t, pool)
+	for _, ms := range []int64{200, 400, 600} {
+		startRuns(t, store.Store, "q", 1, func(r *domain.StartRequest) { r.WorkflowType, r.StartDelayMS = "a", &ms })
+	}
+	bDelay := int64(1000)
+	ids := startRuns(t, store.Store, "q", 1, func(r *domain.StartRequest) { r.WorkflowType, r.StartDelayMS = "b", &bDelay })
+	req := claimReq("q", 1, 20*time.Second)
+	req.WorkflowTypes = []string{"b"}
+	r := receive(t, claimAsync(context.Background(), d, req), 10*time.Second)
+	if len(r.tasks) != 1 || r.tasks[0].RunID != ids[0] {
+		t.Fatalf("got %+v, want run %s", r.tasks, ids[0])
+	}
+	if got := store.claims.Load(); got != 2 {
+		t.Errorf("claim statements: got %d, want 2 (on arrival, and when b's run came due)", got)
 	}
 }
 

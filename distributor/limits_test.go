@@ -154,3 +154,82 @@ func TestPauseAndResumeServeParkedWaiter(t *testing.T) {
 		t.Fatalf("after resume: got %+v, want run %s", r.tasks, ids[0])
 	}
 }
+
+// TestRunFinishingDuringLimitedClaimWakesWaiter finishes the run that holds
+// a limited queue's only slot while the claim that found the queue full is
+// on its way back: the waiter gets the next run at once, not at the
+// backstop an hour later.
+func TestRunFinishingDuringLimitedClaimWakesWaiter(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	store, d := newBareDistributor(t, pool)
+	if _, err := store.PatchTaskQueue(context.Background(), ns, "lim", domain.TaskQueuePatch{MaxConcurrent: domain.Nullable[int]{Set: true, Value: intp(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	ids := startRuns(t, store.Store, "lim", 2, nil)
+	first := receive(t, claimAsync(context.Background(), d, claimReq("lim", 1, 0)), 5*time.Second)
+	if len(first.tasks) != 1 {
+		t.Fatalf("first claim got %d runs, want 1", len(first.tasks))
+	}
+	var once sync.Once
+	store.afterClaim = func(res domain.ClaimResult) {
+		if !res.Limited {
+			return
+		}
+		once.Do(func() {
+			if _, err := store.CompleteRun(context.Background(), ns, first.tasks[0].RunID, first.tasks[0].LeaseID, nil); err != nil {
+				t.Errorf("complete: %v", err)
+			}
+			d.Finished(ns, "lim") // what the listener says on the completion's notification
+		})
+	}
+	r := receive(t, claimAsync(context.Background(), d, claimReq("lim", 1, 20*time.Second)), 5*time.Second)
+	if len(r.tasks) != 1 || r.tasks[0].RunID != ids[1] {
+		t.Fatalf("got %+v, want run %s", r.tasks, ids[1])
+	}
+}
+
+// TestRefusedClaimKeepsQueueLimited parks a claim on a full limited queue,
+// then a claim of a draining worker, refused: the queue is still limited,
+// so the run that finishes next wakes the first claim.
+func TestRefusedClaimKeepsQueueLimited(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	store, d := newBareDistributor(t, pool)
+	ctx := context.Background()
+	if _, err := store.PatchTaskQueue(ctx, ns, "lim", domain.TaskQueuePatch{MaxConcurrent: domain.Nullable[int]{Set: true, Value: intp(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	ids := startRuns(t, store.Store, "lim", 2, nil)
+	first := receive(t, claimAsync(ctx, d, claimReq("lim", 1, 0)), 5*time.Second)
+	if len(first.tasks) != 1 {
+		t.Fatalf("first claim got %d runs, want 1", len(first.tasks))
+	}
+	w, err := store.RegisterWorker(ctx, ns, domain.Worker{TaskQueue: "lim", WorkflowTypes: []string{}, MaxConcurrent: 10, Labels: map[string]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.DrainWorker(ctx, ns, w.WorkerID); err != nil {
+		t.Fatal(err)
+	}
+
+	before := store.claims.Load()
+	req := claimReq("lim", 1, 20*time.Second)
+	req.WorkflowTypes = []string{"wf"}
+	waiting := claimAsync(ctx, d, req)
+	waitFor(t, "the waiter's claim", func() bool { return store.claims.Load() == before+1 })
+	drained := claimReq("lim", 1, 20*time.Second)
+	drained.WorkerID, drained.WorkflowTypes = w.WorkerID, []string{"x"} // a type set of its own
+	if r := receive(t, claimAsync(ctx, d, drained), 5*time.Second); r.err == nil {
+		t.Fatalf("the draining worker's claim got %d runs and no error", len(r.tasks))
+	}
+
+	if _, err := store.CompleteRun(ctx, ns, first.tasks[0].RunID, first.tasks[0].LeaseID, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.Finished(ns, "lim")
+	r := receive(t, waiting, 5*time.Second)
+	if len(r.tasks) != 1 || r.tasks[0].RunID != ids[1] {
+		t.Fatalf("got %+v, want run %s", r.tasks, ids[1])
+	}
+}

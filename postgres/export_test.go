@@ -2,6 +2,8 @@ package postgres
 
 // The claim statements, for the test that checks their plans.
 const (
-	ClaimSQL        = claimSQL
-	ClaimLimitedSQL = claimLimitedSQL
+	ClaimAnySQL      = claimAnySQL
+	ClaimTypedSQL    = claimTypedSQL
+	ClaimLimitedSQL  = claimLimitedSQL
+	NextAvailableSQL = nextAvailableSQL
 )
