@@ -398,18 +398,8 @@ func (d *Distributor) claimRound(q *queue) (claimed []setClaim, err error) {
 		res, cerr := d.store.ClaimRuns(ctx, q.key.namespace, q.key.name, waiters[0].req.WorkflowTypes, slots)
 		cancel()
 		d.metrics.claimStatement()
-		if cerr == nil {
-			d.mu.Lock()
-			q.limited = res.Limited
-			if res.Limited && q.finished != finished {
-				// A run finished while the limits held this claim back,
-				// before limited said that it matters: claim again.
-				q.invalidate()
-			}
-			d.mu.Unlock()
-		}
 		if cerr != nil {
-			err = cerr
+			err = cerr // limited stays as it was: the claim did not learn
 			d.mu.Lock()
 			for _, w := range waiters {
 				w.claimed = true
@@ -417,6 +407,14 @@ func (d *Distributor) claimRound(q *queue) (claimed []setClaim, err error) {
 			d.mu.Unlock()
 			continue
 		}
+		d.mu.Lock()
+		q.limited = res.Limited
+		if res.Limited && q.finished != finished {
+			// A run finished while the limits held this claim back, before
+			// limited said that it matters: claim again.
+			q.invalidate()
+		}
+		d.mu.Unlock()
 		eligible := len(slots)
 		for _, w := range waiters {
 			if res.Refused[w.req.WorkerID] != nil {
