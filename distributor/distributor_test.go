@@ -400,6 +400,22 @@ func TestShutdownAnswersParkedClaims(t *testing.T) {
 // each with its own distributor and listener, against one database.
 func TestTwoServersClaimEachRunOnce(t *testing.T) {
 	t.Parallel()
+	claimEachRunOnce(t, func(int) []string { return nil }, func(int) string { return "wf" })
+}
+
+// TestTwoServersTypedClaimEachRunOnce is TestTwoServersClaimEachRunOnce
+// with claims for overlapping sets of types, which contend for the same
+// runs through the type index.
+func TestTwoServersTypedClaimEachRunOnce(t *testing.T) {
+	t.Parallel()
+	sets := [][]string{{"a", "b"}, {"b"}, {"a", "b", "c"}, {"c", "a"}}
+	claimEachRunOnce(t, func(i int) []string { return sets[i%len(sets)] }, func(i int) string { return []string{"a", "b", "c"}[i%3] })
+}
+
+// claimEachRunOnce runs 20 claim loops, the i-th claiming types(i), over
+// two replicas against one database, starts 1000 runs, the i-th of type
+// runType(i), and checks that each is claimed once and all complete.
+func claimEachRunOnce(t *testing.T, types func(i int) []string, runType func(i int) string) {
 	pool, url := pgtest.NewPool(t)
 	servers := []*server{newServer(t, pool, url, time.Minute), newServer(t, pool, url, time.Minute)}
 	const total = 1000
@@ -414,11 +430,13 @@ func TestTwoServersClaimEachRunOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 20 {
 		s := servers[i%2]
+		req := claimReq("q", 10, time.Second)
+		req.WorkflowTypes = types(i)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				tasks, err := s.dist.Claim(ctx, claimReq("q", 10, time.Second))
+				tasks, err := s.dist.Claim(ctx, req)
 				if err != nil {
 					return
 				}
@@ -438,7 +456,8 @@ func TestTwoServersClaimEachRunOnce(t *testing.T) {
 		}()
 	}
 	for range total / 100 {
-		startRuns(t, servers[0].store.Store, "q", 100, nil)
+		n := 0
+		startRuns(t, servers[0].store.Store, "q", 100, func(r *domain.StartRequest) { r.WorkflowType = runType(n); n++ })
 	}
 	select {
 	case <-allDone:
