@@ -30,11 +30,12 @@ type Store interface {
 	// pending at once, without consuming an attempt.
 	ReleaseRuns(ctx context.Context, leases []domain.Lease) error
 	// NextAvailableIn returns how long until the next run of the queue
-	// that was not claimable `since` ago becomes claimable, if any will;
-	// the duration is negative for one that became claimable meanwhile. It
-	// is measured by the database's clock, so that a skew between it and
-	// this process's clock cannot turn into a busy loop.
-	NextAvailableIn(ctx context.Context, namespace, queue string, since time.Duration) (time.Duration, bool, error)
+	// whose type is in types (any when empty) that was not claimable
+	// `since` ago becomes claimable, if any will; the duration is negative
+	// for one that became claimable meanwhile. It is measured by the
+	// database's clock, so that a skew between it and this process's clock
+	// cannot turn into a busy loop.
+	NextAvailableIn(ctx context.Context, namespace, queue string, types []string, since time.Duration) (time.Duration, bool, error)
 }
 
 // Options tune a Distributor; zero values take the defaults.
@@ -79,6 +80,10 @@ type queue struct {
 	// limited is set when the queue's settings held back its last claim:
 	// then a run that finishes may free a slot, and is worth a claim.
 	limited bool
+	// finished counts the runs of the queue that finished, limited or not,
+	// so that one finishing while a claim is held back by the limits (and
+	// limited not yet set) is not missed.
+	finished uint64
 }
 
 type waiter struct {
@@ -140,8 +145,11 @@ func (d *Distributor) Notify(namespace, queue string) {
 func (d *Distributor) Finished(namespace, queue string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if q, ok := d.queues[queueKey{namespace, queue}]; ok && q.limited {
-		q.invalidate()
+	if q, ok := d.queues[queueKey{namespace, queue}]; ok {
+		q.finished++
+		if q.limited {
+			q.invalidate()
+		}
 	}
 }
 
@@ -254,42 +262,51 @@ func (d *Distributor) release(tasks []domain.Task) {
 func (d *Distributor) run(q *queue) {
 	defer d.wg.Done()
 	var (
-		nextAvailable time.Time // zero: nothing delayed is known
+		// nextAvailable is, by type set, when a delayed run of its types
+		// becomes claimable: a waiter for some types is not woken by the
+		// timers of others.
+		nextAvailable = map[string]time.Time{}
 		backstopAt    = time.Now().Add(d.jitteredBackstop())
 		timer         = time.NewTimer(time.Hour)
 	)
 	defer timer.Stop()
 	for {
 		now := time.Now()
-		if !nextAvailable.IsZero() && !now.Before(nextAvailable) {
-			nextAvailable = time.Time{}
-			d.mu.Lock()
-			q.invalidate()
-			d.mu.Unlock()
+		d.mu.Lock()
+		for set, at := range nextAvailable {
+			if !now.Before(at) {
+				// A run of these types is claimable: not empty for them,
+				// nor for claims of any type.
+				delete(nextAvailable, set)
+				delete(q.empty, set)
+				delete(q.empty, "")
+			}
 		}
 		if !now.Before(backstopAt) {
 			backstopAt = now.Add(d.jitteredBackstop())
-			d.mu.Lock()
 			q.invalidate()
-			d.mu.Unlock()
 		}
+		d.mu.Unlock()
 
-		roundStart := time.Now()
-		short, err := d.claimRound(q)
+		claimed, err := d.claimRound(q)
 		if err != nil {
 			d.logger.Error("claim", "namespace", q.key.namespace, "task_queue", q.key.name, "error", err)
 		}
-		if short {
-			// Runs that became claimable since the round began count too:
+		for _, c := range claimed {
+			if !c.short {
+				delete(nextAvailable, c.set)
+				continue
+			}
+			// Runs that became claimable since the claim began count too:
 			// the claim may have missed them by a hair.
-			in, ok, err := d.store.NextAvailableIn(context.Background(), q.key.namespace, q.key.name, time.Since(roundStart))
+			in, ok, err := d.store.NextAvailableIn(context.Background(), q.key.namespace, q.key.name, c.types, time.Since(c.start))
 			switch {
 			case err != nil:
 				d.logger.Error("next available time", "namespace", q.key.namespace, "task_queue", q.key.name, "error", err)
 			case ok:
-				nextAvailable = time.Now().Add(max(in, time.Millisecond))
+				nextAvailable[c.set] = time.Now().Add(max(in, time.Millisecond))
 			default:
-				nextAvailable = time.Time{}
+				delete(nextAvailable, c.set)
 			}
 		}
 
@@ -306,8 +323,8 @@ func (d *Distributor) run(q *queue) {
 				wakeAt = w.deadline
 			}
 		}
-		if !nextAvailable.IsZero() && nextAvailable.Before(wakeAt) {
-			wakeAt = nextAvailable
+		for _, at := range nextAvailable {
+			wakeAt = minTime(wakeAt, at)
 		}
 		if err != nil {
 			// The database failed: try again soon, not in a tight loop.
@@ -338,10 +355,20 @@ func (d *Distributor) run(q *queue) {
 	}
 }
 
+// setClaim is how the claim for one type set went.
+type setClaim struct {
+	set   string
+	types []string
+	start time.Time
+	// short is set when the claim came up short: the queue has nothing
+	// more for the set right now.
+	short bool
+}
+
 // claimRound claims once for every type set whose waiters are not known to
-// find nothing, and hands out what it got. It reports whether some claim
-// came up short (so the queue has nothing more for that set right now).
-func (d *Distributor) claimRound(q *queue) (short bool, err error) {
+// find nothing, and hands out what it got. It reports how the claims that
+// succeeded went.
+func (d *Distributor) claimRound(q *queue) (claimed []setClaim, err error) {
 	d.mu.Lock()
 	groups := map[string][]*waiter{}
 	var order []string
@@ -355,7 +382,7 @@ func (d *Distributor) claimRound(q *queue) (short bool, err error) {
 		}
 		groups[w.typeSet] = append(groups[w.typeSet], w)
 	}
-	notified := q.notified
+	notified, finished := q.notified, q.finished
 	d.mu.Unlock()
 
 	for _, set := range order {
@@ -366,15 +393,13 @@ func (d *Distributor) claimRound(q *queue) (short bool, err error) {
 				slots = append(slots, w.req.WorkerID)
 			}
 		}
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		res, cerr := d.store.ClaimRuns(ctx, q.key.namespace, q.key.name, waiters[0].req.WorkflowTypes, slots)
 		cancel()
-		d.mu.Lock()
-		q.limited = res.Limited
-		d.mu.Unlock()
 		d.metrics.claimStatement()
 		if cerr != nil {
-			err = cerr
+			err = cerr // limited stays as it was: the claim did not learn
 			d.mu.Lock()
 			for _, w := range waiters {
 				w.claimed = true
@@ -382,18 +407,25 @@ func (d *Distributor) claimRound(q *queue) (short bool, err error) {
 			d.mu.Unlock()
 			continue
 		}
+		d.mu.Lock()
+		q.limited = res.Limited
+		if res.Limited && q.finished != finished {
+			// A run finished while the limits held this claim back, before
+			// limited said that it matters: claim again.
+			q.invalidate()
+		}
+		d.mu.Unlock()
 		eligible := len(slots)
 		for _, w := range waiters {
 			if res.Refused[w.req.WorkerID] != nil {
 				eligible -= w.req.MaxTasks
 			}
 		}
-		if len(res.Tasks) < eligible {
-			short = true
-		}
-		d.deliver(q, set, waiters, res, len(res.Tasks) < eligible, notified)
+		short := len(res.Tasks) < eligible
+		claimed = append(claimed, setClaim{set: set, types: waiters[0].req.WorkflowTypes, start: start, short: short})
+		d.deliver(q, set, waiters, res, short, notified)
 	}
-	return short, err
+	return claimed, err
 }
 
 // deliver hands claimed tasks to the waiters they were claimed for, in

@@ -27,6 +27,9 @@ type countingStore struct {
 	claims atomic.Int64
 	// gate, when set, is received from before each claim runs.
 	gate chan struct{}
+	// afterClaim, when set, is called after each claim statement, before
+	// the distributor has its result.
+	afterClaim func(domain.ClaimResult)
 }
 
 func (s *countingStore) ClaimRuns(ctx context.Context, namespace, queue string, types, slots []string) (domain.ClaimResult, error) {
@@ -34,7 +37,24 @@ func (s *countingStore) ClaimRuns(ctx context.Context, namespace, queue string, 
 		<-s.gate
 	}
 	defer s.claims.Add(1)
-	return s.Store.ClaimRuns(ctx, namespace, queue, types, slots)
+	res, err := s.Store.ClaimRuns(ctx, namespace, queue, types, slots)
+	if s.afterClaim != nil {
+		s.afterClaim(res)
+	}
+	return res, err
+}
+
+// newBareDistributor is a distributor with no listener: it hears of nothing
+// but what the test tells it, and its backstop is an hour away.
+func newBareDistributor(t *testing.T, pool *pgxpool.Pool) (*countingStore, *distributor.Distributor) {
+	t.Helper()
+	store := &countingStore{Store: postgres.NewStore(pool, time.Minute)}
+	d := distributor.New(store, slog.New(slog.DiscardHandler), distributor.Options{Backstop: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return store, d
 }
 
 // server is one Kagzi replica's claiming side: a distributor fed by its own
@@ -213,6 +233,29 @@ func TestOneStatementPerTypeSet(t *testing.T) {
 	}
 }
 
+// TestWaiterIgnoresOtherTypesTimers parks a claim for type b on a queue
+// whose delayed runs of type a come due first: its runner sleeps until b's
+// run comes due, and claims nothing at a's times.
+func TestWaiterIgnoresOtherTypesTimers(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	store, d := newBareDistributor(t, pool)
+	for _, ms := range []int64{200, 400, 600} {
+		startRuns(t, store.Store, "q", 1, func(r *domain.StartRequest) { r.WorkflowType, r.StartDelayMS = "a", &ms })
+	}
+	bDelay := int64(1000)
+	ids := startRuns(t, store.Store, "q", 1, func(r *domain.StartRequest) { r.WorkflowType, r.StartDelayMS = "b", &bDelay })
+	req := claimReq("q", 1, 20*time.Second)
+	req.WorkflowTypes = []string{"b"}
+	r := receive(t, claimAsync(context.Background(), d, req), 10*time.Second)
+	if len(r.tasks) != 1 || r.tasks[0].RunID != ids[0] {
+		t.Fatalf("got %+v, want run %s", r.tasks, ids[0])
+	}
+	if got := store.claims.Load(); got != 2 {
+		t.Errorf("claim statements: got %d, want 2 (on arrival, and when b's run came due)", got)
+	}
+}
+
 func TestWakeUpByNotify(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)
@@ -357,6 +400,22 @@ func TestShutdownAnswersParkedClaims(t *testing.T) {
 // each with its own distributor and listener, against one database.
 func TestTwoServersClaimEachRunOnce(t *testing.T) {
 	t.Parallel()
+	claimEachRunOnce(t, func(int) []string { return nil }, func(int) string { return "wf" })
+}
+
+// TestTwoServersTypedClaimEachRunOnce is TestTwoServersClaimEachRunOnce
+// with claims for overlapping sets of types, which contend for the same
+// runs through the type index.
+func TestTwoServersTypedClaimEachRunOnce(t *testing.T) {
+	t.Parallel()
+	sets := [][]string{{"a", "b"}, {"b"}, {"a", "b", "c"}, {"c", "a"}}
+	claimEachRunOnce(t, func(i int) []string { return sets[i%len(sets)] }, func(i int) string { return []string{"a", "b", "c"}[i%3] })
+}
+
+// claimEachRunOnce runs 20 claim loops, the i-th claiming types(i), over
+// two replicas against one database, starts 1000 runs, the i-th of type
+// runType(i), and checks that each is claimed once and all complete.
+func claimEachRunOnce(t *testing.T, types func(i int) []string, runType func(i int) string) {
 	pool, url := pgtest.NewPool(t)
 	servers := []*server{newServer(t, pool, url, time.Minute), newServer(t, pool, url, time.Minute)}
 	const total = 1000
@@ -371,11 +430,13 @@ func TestTwoServersClaimEachRunOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 20 {
 		s := servers[i%2]
+		req := claimReq("q", 10, time.Second)
+		req.WorkflowTypes = types(i)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				tasks, err := s.dist.Claim(ctx, claimReq("q", 10, time.Second))
+				tasks, err := s.dist.Claim(ctx, req)
 				if err != nil {
 					return
 				}
@@ -395,7 +456,8 @@ func TestTwoServersClaimEachRunOnce(t *testing.T) {
 		}()
 	}
 	for range total / 100 {
-		startRuns(t, servers[0].store.Store, "q", 100, nil)
+		n := 0
+		startRuns(t, servers[0].store.Store, "q", 100, func(r *domain.StartRequest) { r.WorkflowType = runType(n); n++ })
 	}
 	select {
 	case <-allDone:

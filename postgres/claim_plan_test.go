@@ -2,8 +2,11 @@ package postgres_test
 
 import (
 	"context"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -51,18 +54,114 @@ func TestClaimPlansAfterBulkEnqueue(t *testing.T) {
 		return strings.Join(lines, "\n")
 	}
 	for name, plan := range map[string]string{
-		"unlimited": explain(postgres.ClaimSQL, "default", "q", []string{}, 100, slots, 30000),
+		"any":   explain(postgres.ClaimAnySQL, "default", "q", []string{}, 100, slots, 30000),
+		"typed": explain(postgres.ClaimTypedSQL, "default", "q", []string{"w"}, 100, slots, 30000),
 		"limited": explain(postgres.ClaimLimitedSQL, "default", "q", []string{}, 100, slots, 30000,
 			[]string{}, []string(nil), []int(nil)),
+		"limited typed": explain(postgres.ClaimLimitedSQL, "default", "q", []string{"w"}, 100, slots, 30000,
+			[]string(nil), []string{"w"}, []int{100}),
 	} {
-		if !strings.Contains(plan, "workflow_runs_claim_idx") {
-			t.Errorf("%s claim does not walk the claim index:\n%s", name, plan)
+		index := "workflow_runs_claim_idx"
+		if strings.Contains(name, "typed") {
+			index = "workflow_runs_claim_type_idx"
+		}
+		if !strings.Contains(plan, index) {
+			t.Errorf("%s claim does not walk %s:\n%s", name, index, plan)
 		}
 		if strings.Contains(plan, "Seq Scan on workflow_runs") {
 			t.Errorf("%s claim scans the table:\n%s", name, plan)
 		}
-		if name == "limited" && strings.Count(plan, "workflow_runs_pkey") < 2 {
-			t.Errorf("limited claim does not lock its runs by primary key:\n%s", plan)
+		if strings.HasPrefix(name, "limited") && strings.Count(plan, "workflow_runs_pkey") < 2 {
+			t.Errorf("%s claim does not lock its runs by primary key:\n%s", name, plan)
 		}
+	}
+}
+
+// TestTypedClaimSkipsOtherTypesBacklog claims type b on a queue with a
+// backlog of type a, in the planner's worst case (statistics from before
+// the backlog), and checks what the statements really did: they take b's
+// runs and read none of a's, on the unlimited and the limited path, and
+// the next available time of b ignores a's.
+func TestTypedClaimSkipsOtherTypesBacklog(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(`ANALYZE workflow_runs`)
+	const backlog = 50000
+	// a's backlog is older than b's runs, and a's delayed runs come due
+	// before b's: a filter on the type would read all of them first.
+	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, retry_policy, available_at)
+		SELECT gen_random_uuid(), 'default', 'q', 'a', 'pending', '{}', now() - interval '1 hour' + i * interval '1 microsecond'
+		FROM generate_series(1, 50000) i`)
+	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, retry_policy, available_at)
+		SELECT gen_random_uuid(), 'default', 'q', 'a', 'pending', '{}', now() + interval '1 minute' + i * interval '1 microsecond'
+		FROM generate_series(1, 50000) i`)
+	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, retry_policy, available_at)
+		SELECT gen_random_uuid(), 'default', 'q', 'b', 'pending', '{}', now() - interval '1 second'
+		FROM generate_series(1, 3)`)
+	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, retry_policy, available_at)
+		VALUES (gen_random_uuid(), 'default', 'q', 'b', 'pending', '{}', now() + interval '1 hour')`)
+
+	removed := regexp.MustCompile(`Rows Removed by (?:Filter|Index Recheck): (\d+)`)
+	// analyze runs sql under EXPLAIN ANALYZE, in a transaction it rolls
+	// back, and checks that it read no backlog and walked the type index.
+	analyze := func(name, sql string, args ...any) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF) "+sql, args...)
+		if err != nil {
+			t.Fatalf("%s: explain: %v", name, err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatalf("%s: explain: %v", name, err)
+		}
+		plan := strings.Join(lines, "\n")
+		for _, m := range removed.FindAllStringSubmatch(plan, -1) {
+			if n, _ := strconv.Atoi(m[1]); n > 10 {
+				t.Errorf("%s: %s of a backlog of %d:\n%s", name, m[0], backlog, plan)
+			}
+		}
+		if !strings.Contains(plan, "workflow_runs_claim_type_idx") {
+			t.Errorf("%s does not walk workflow_runs_claim_type_idx:\n%s", name, plan)
+		}
+		if strings.Contains(plan, "Seq Scan on workflow_runs") || strings.Contains(plan, "workflow_runs_claim_idx ") {
+			t.Errorf("%s reads the queue beyond type b:\n%s", name, plan)
+		}
+	}
+	slots := make([]*string, 10)
+	analyze("claim", postgres.ClaimTypedSQL, "default", "q", []string{"b"}, 10, slots, 30000)
+	analyze("limited claim", postgres.ClaimLimitedSQL, "default", "q", []string{"b"}, 10, slots, 30000,
+		[]string(nil), []string{"b"}, []int{10})
+	analyze("next available time", postgres.NextAvailableSQL, "default", "q", 0, []string{"b"})
+
+	s := postgres.NewStore(pool, time.Minute)
+	res, err := s.ClaimRuns(ctx, "default", "q", []string{"b"}, []string{"", "", "", "", ""})
+	if err != nil || len(res.Tasks) != 3 {
+		t.Fatalf("claim for b: got %d tasks, err %v; want 3", len(res.Tasks), err)
+	}
+	for _, task := range res.Tasks {
+		if task.Task.WorkflowType != "b" {
+			t.Errorf("claim for b got a run of type %s", task.Task.WorkflowType)
+		}
+	}
+	// a's runs come due in a minute, b's in an hour.
+	in, ok, err := s.NextAvailableIn(ctx, "default", "q", []string{"b"}, 0)
+	if err != nil || !ok || in < 50*time.Minute {
+		t.Errorf("next available for b: in %s, ok %v, err %v; want about an hour", in, ok, err)
+	}
+	in, ok, err = s.NextAvailableIn(ctx, "default", "q", nil, 0)
+	if err != nil || !ok || in > 2*time.Minute {
+		t.Errorf("next available for any type: in %s, ok %v, err %v; want about a minute", in, ok, err)
 	}
 }

@@ -2,8 +2,10 @@ package postgres
 
 // The claim statements, for the test that checks their plans.
 const (
-	ClaimSQL        = claimSQL
-	ClaimLimitedSQL = claimLimitedSQL
+	ClaimAnySQL      = claimAnySQL
+	ClaimTypedSQL    = claimTypedSQL
+	ClaimLimitedSQL  = claimLimitedSQL
+	NextAvailableSQL = nextAvailableSQL
 )
 
 // CompleteRunsSQL is the group-committed completion, for the test of the
