@@ -14,8 +14,10 @@ import (
 
 	"github.com/kagzi/kagzi/api"
 	"github.com/kagzi/kagzi/distributor"
+	"github.com/kagzi/kagzi/maintenance"
 	"github.com/kagzi/kagzi/migrations"
 	"github.com/kagzi/kagzi/postgres"
+	"github.com/kagzi/kagzi/scheduler"
 )
 
 // Config is what a Kagzi server is assembled from.
@@ -56,8 +58,8 @@ type Server struct {
 	Store       *postgres.Store
 	Listener    *postgres.Listener
 	Distributor *distributor.Distributor
-	Maintainer  *distributor.Maintainer
-	Scheduler   *distributor.Scheduler
+	Maintainer  *maintenance.Maintainer
+	Scheduler   *scheduler.Scheduler
 	Registry    *prometheus.Registry
 	cfg         Config
 }
@@ -85,13 +87,13 @@ func NewServer(cfg Config) *Server {
 	listener.OnQueue = dist.Notify
 	listener.OnFinished = dist.Finished
 	listener.OnReconnect = dist.NotifyAll
-	maintainer := distributor.NewMaintainer(store, logger, distributor.MaintainerOptions{
+	maintainer := maintenance.New(store, logger, maintenance.Options{
 		Interval:          cfg.MaintainerInterval,
 		HeartbeatInterval: cfg.Limits.HeartbeatInterval,
 		Retention:         cfg.Retention,
 		Registerer:        reg,
 	})
-	scheduler := distributor.NewScheduler(store, logger, cfg.SchedulerInterval, reg)
+	sched := scheduler.New(store, logger, cfg.SchedulerInterval, reg)
 	srv := api.New(api.Config{
 		Version:    cfg.Version,
 		Limits:     cfg.Limits,
@@ -109,7 +111,7 @@ func NewServer(cfg Config) *Server {
 		OpenAPI:    OpenAPI,
 	})
 	return &Server{API: srv, Store: store, Listener: listener, Distributor: dist,
-		Maintainer: maintainer, Scheduler: scheduler, Registry: reg, cfg: cfg}
+		Maintainer: maintainer, Scheduler: sched, Registry: reg, cfg: cfg}
 }
 
 // Run runs the LISTEN connection, the distributor, the maintainer and the

@@ -1,4 +1,4 @@
-package distributor_test
+package scheduler_test
 
 import (
 	"context"
@@ -12,11 +12,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/postgres"
 	"github.com/kagzi/kagzi/postgres/pgtest"
 	"github.com/kagzi/kagzi/schedule"
+	"github.com/kagzi/kagzi/scheduler"
 )
 
 const scheduleNS = "sched"
@@ -59,7 +59,7 @@ type schedSetup struct {
 	pool      *pgxpool.Pool
 	dbURL     string
 	store     *firingStore
-	scheduler *distributor.Scheduler
+	scheduler *scheduler.Scheduler
 }
 
 func newSchedSetup(t *testing.T) *schedSetup {
@@ -75,8 +75,8 @@ func newReplica(t *testing.T, pool *pgxpool.Pool) *firingStore {
 	return &firingStore{Store: postgres.NewStore(pool, 30*time.Second)}
 }
 
-func newScheduler(store *firingStore) *distributor.Scheduler {
-	return distributor.NewScheduler(store, slog.New(slog.DiscardHandler), time.Second, nil)
+func newScheduler(store *firingStore) *scheduler.Scheduler {
+	return scheduler.New(store, slog.New(slog.DiscardHandler), time.Second, nil)
 }
 
 func (s *schedSetup) create(t *testing.T, req domain.ScheduleRequest) domain.Schedule {
@@ -271,7 +271,7 @@ func TestScheduleTwoReplicasFireEachTimeOnce(t *testing.T) {
 	}
 	t.Cleanup(otherPool.Close)
 	replicas := []*firingStore{s.store, newReplica(t, otherPool)}
-	schedulers := []*distributor.Scheduler{newScheduler(replicas[0]), newScheduler(replicas[1])}
+	schedulers := []*scheduler.Scheduler{newScheduler(replicas[0]), newScheduler(replicas[1])}
 
 	const nSchedules, rounds = 8, 40
 	ids := make([]string, nSchedules)

@@ -1,4 +1,7 @@
-package distributor
+// Package scheduler is the cron scheduler: the loop, run on every replica,
+// that starts the runs of schedules whose fire time has come. The cron
+// dialect itself is package schedule.
+package scheduler
 
 import (
 	"context"
@@ -11,9 +14,9 @@ import (
 	"github.com/kagzi/kagzi/domain"
 )
 
-// ScheduleStore is what the cron scheduler needs of storage. Each method is
+// Store is what the cron scheduler needs of storage. Each method is
 // safe to run on every replica at once.
-type ScheduleStore interface {
+type Store interface {
 	// FireDueSchedules starts the runs of up to limit due schedules and
 	// moves their next fire times on; each fire time is started once,
 	// however many replicas call it at the same time.
@@ -28,7 +31,7 @@ type ScheduleStore interface {
 // fire time has come. Every replica runs one; the store makes sure that
 // each fire time starts exactly one run.
 type Scheduler struct {
-	store    ScheduleStore
+	store    Store
 	logger   *slog.Logger
 	interval time.Duration
 	started  prometheus.Counter
@@ -38,10 +41,10 @@ type Scheduler struct {
 // scheduleBatch bounds the schedules one firing transaction locks.
 const scheduleBatch = 50
 
-// NewScheduler returns a scheduler that looks for due schedules every
+// New returns a scheduler that looks for due schedules every
 // interval (jittered), and sooner when the earliest next fire time comes
 // first. reg may be nil.
-func NewScheduler(store ScheduleStore, logger *slog.Logger, interval time.Duration, reg prometheus.Registerer) *Scheduler {
+func New(store Store, logger *slog.Logger, interval time.Duration, reg prometheus.Registerer) *Scheduler {
 	s := &Scheduler{
 		store:    store,
 		logger:   logger.With("component", "scheduler"),

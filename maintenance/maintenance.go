@@ -1,4 +1,8 @@
-package distributor
+// Package maintenance runs the background services that keep work moving
+// and every table bounded: the rescuer of expired leases, the reaper of
+// silent workers, and the retention of finished runs. Every replica runs
+// them; the store makes each safe to run on all replicas at once.
+package maintenance
 
 import (
 	"context"
@@ -9,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// MaintenanceStore is what the background maintenance needs of storage.
+// Store is what the background maintenance needs of storage.
 // Each method is safe to run on every replica at once.
-type MaintenanceStore interface {
+type Store interface {
 	// RescueExpired ends the attempt of up to limit runs whose lease
 	// expired, and says how many were retried and failed.
 	RescueExpired(ctx context.Context, limit int) (retried, failed int, err error)
@@ -23,8 +27,8 @@ type MaintenanceStore interface {
 	DeleteFinishedRuns(ctx context.Context, retention time.Duration, limit int) (int64, error)
 }
 
-// MaintainerOptions configure a Maintainer.
-type MaintainerOptions struct {
+// Options configure a Maintainer.
+type Options struct {
 	// Interval is how often the loops run (jittered ±10%).
 	Interval time.Duration
 	// HeartbeatInterval is the workers' heartbeat interval: a worker
@@ -40,7 +44,7 @@ type MaintainerOptions struct {
 // database lean: the rescuer of expired leases, the reaper of silent
 // workers and the retention of finished runs.
 type Maintainer struct {
-	store     MaintenanceStore
+	store     Store
 	logger    *slog.Logger
 	interval  time.Duration
 	silence   time.Duration
@@ -55,8 +59,8 @@ const (
 	retentionBatch = 500
 )
 
-// NewMaintainer returns a maintainer. It does no I/O until Run or Tick.
-func NewMaintainer(store MaintenanceStore, logger *slog.Logger, opts MaintainerOptions) *Maintainer {
+// New returns a maintainer. It does no I/O until Run or Tick.
+func New(store Store, logger *slog.Logger, opts Options) *Maintainer {
 	m := &Maintainer{
 		store:     store,
 		logger:    logger.With("component", "maintainer"),
