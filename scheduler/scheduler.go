@@ -22,8 +22,8 @@ type Store interface {
 	// however many replicas call it at the same time.
 	FireDueSchedules(ctx context.Context, limit int) (domain.ScheduleFiring, error)
 	// NextScheduleFire says how long until the earliest next fire time of
-	// any enabled schedule, by the database's clock; ok is false when none
-	// has one.
+	// any enabled schedule, by the database's clock (zero or less when one
+	// is due); ok is false when none has one.
 	NextScheduleFire(ctx context.Context) (wait time.Duration, ok bool, err error)
 }
 
@@ -36,6 +36,9 @@ type Scheduler struct {
 	interval time.Duration
 	started  prometheus.Counter
 	skipped  prometheus.Counter
+	// contended is the wait after a pass found schedules due but fired
+	// none; it doubles while that lasts. Only Run's goroutine uses it.
+	contended time.Duration
 }
 
 // scheduleBatch bounds the schedules one firing transaction locks.
@@ -64,52 +67,94 @@ func New(store Store, logger *slog.Logger, interval time.Duration, reg prometheu
 	return s
 }
 
-// Run fires due schedules until ctx ends.
+// Run fires due schedules until ctx ends. Each pass reads the earliest
+// next fire time (one statement) and fires only when something is due, so
+// a replica with no schedule due soon polls once per interval: that
+// interval is how soon it notices a schedule another replica created or
+// changed, since such changes send no notification. Failures back off
+// exponentially, up to maxBackoff, and log once per attempt.
 func (s *Scheduler) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var backoff time.Duration
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
 		}
-		s.Tick(ctx)
-		timer.Reset(s.wait(ctx))
+		wait, err := s.pass(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			backoff = min(max(2*backoff, minFailureWait), maxBackoff)
+			s.logger.Error("fire due schedules", "error", err, "retry_in", backoff)
+			wait = backoff
+		default:
+			backoff = 0
+		}
+		timer.Reset(wait)
 	}
 }
 
-// wait is how long to sleep before the next tick: the polling interval,
-// jittered so that replicas spread out, or less when a schedule fires
-// sooner. Polling stays, since a schedule created or changed on another
-// replica sends no notification.
-func (s *Scheduler) wait(ctx context.Context) time.Duration {
-	d := s.interval - s.interval/10 + rand.N(s.interval/5+1)
+// Waits between passes.
+const (
+	// minScheduleWait is the shortest wait, when a due schedule fired
+	// nothing: another replica is firing it and it reads as due until
+	// that replica commits.
+	minScheduleWait = 20 * time.Millisecond
+	// minFailureWait is the first wait after a failed pass; it doubles
+	// with each failure in a row, up to maxBackoff.
+	minFailureWait = 100 * time.Millisecond
+	maxBackoff     = 30 * time.Second
+)
+
+// pass fires what is due and says how long to wait for the next pass: until
+// the earliest next fire time, or the polling interval (jittered, so that
+// replicas spread out) when that comes first or no schedule has one.
+func (s *Scheduler) pass(ctx context.Context) (time.Duration, error) {
+	poll := s.interval - s.interval/10 + rand.N(s.interval/5+1)
 	next, ok, err := s.store.NextScheduleFire(ctx)
-	if err != nil && ctx.Err() == nil {
-		s.logger.Error("read the next schedule fire time", "error", err)
+	switch {
+	case err != nil:
+		return 0, err
+	case !ok:
+		return poll, nil
+	case next > 0:
+		return min(next, poll), nil
 	}
-	if ok && next < d {
-		// Not below a floor: a due schedule another replica is firing
-		// right now reads as due until that replica commits.
-		d = max(next, minScheduleWait)
+	fired, err := s.fire(ctx)
+	switch {
+	case err != nil:
+		return 0, err
+	case fired == 0:
+		// Another replica holds what is due.
+		s.contended = min(max(2*s.contended, minScheduleWait), poll)
+		return s.contended, nil
 	}
-	return d
+	s.contended = 0
+	return 0, nil
 }
 
-// minScheduleWait is the shortest wait between two ticks.
-const minScheduleWait = 20 * time.Millisecond
-
-// Tick fires every schedule that is due now, in batches.
+// Tick fires every schedule that is due now, in batches, and logs a
+// failure.
 func (s *Scheduler) Tick(ctx context.Context) {
+	if _, err := s.fire(ctx); err != nil && ctx.Err() == nil {
+		s.logger.Error("fire due schedules", "error", err)
+	}
+}
+
+// fire fires every schedule that is due now, in batches, and says how many
+// schedules it fired.
+func (s *Scheduler) fire(ctx context.Context) (int, error) {
+	total := 0
 	for ctx.Err() == nil {
 		f, err := s.store.FireDueSchedules(ctx, scheduleBatch)
 		if err != nil {
-			if ctx.Err() == nil {
-				s.logger.Error("fire due schedules", "error", err)
-			}
-			return
+			return total, err
 		}
+		total += f.Schedules
 		s.started.Add(float64(f.Started))
 		s.skipped.Add(float64(f.AlreadyLive))
 		if f.Started > 0 {
@@ -122,7 +167,8 @@ func (s *Scheduler) Tick(ctx context.Context) {
 			s.logger.Warn("schedules whose cron or time zone no longer parses stopped firing until changed", "schedules", f.Broken)
 		}
 		if f.Schedules < scheduleBatch {
-			return
+			break
 		}
 	}
+	return total, nil
 }
