@@ -31,8 +31,10 @@ type Config struct {
 	Limits api.Limits
 	// Retention is how long finished runs are kept; 0 keeps them.
 	Retention time.Duration
-	// MaintainerInterval is how often the rescuer, the worker reaper and
-	// retention run. Default 1s.
+	// WorkerRetention is how long offline workers are kept; 0 keeps them.
+	WorkerRetention time.Duration
+	// MaintainerInterval is the shortest pause of the rescuer, the worker
+	// reaper and retention (see maintenance.Options.Interval). Default 1s.
 	MaintainerInterval time.Duration
 	// NoMaintainer leaves the maintainer out of Run, for tests that call
 	// Maintainer.Tick themselves.
@@ -89,8 +91,10 @@ func NewServer(cfg Config) *Server {
 	listener.OnReconnect = dist.NotifyAll
 	maintainer := maintenance.New(store, logger, maintenance.Options{
 		Interval:          cfg.MaintainerInterval,
+		LeaseDuration:     cfg.Limits.LeaseDuration,
 		HeartbeatInterval: cfg.Limits.HeartbeatInterval,
 		Retention:         cfg.Retention,
+		WorkerRetention:   cfg.WorkerRetention,
 		Registerer:        reg,
 	})
 	sched := scheduler.New(store, logger, cfg.SchedulerInterval, reg)

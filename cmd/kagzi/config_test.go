@@ -30,6 +30,7 @@ var vars = []struct{ name, def string }{
 	{"KAGZI_LEASE_DURATION_MS", "30000"},
 	{"KAGZI_HEARTBEAT_INTERVAL_MS", "10000"},
 	{"KAGZI_RETENTION", "168h"},
+	{"KAGZI_WORKER_RETENTION", "24h"},
 	{"KAGZI_SHUTDOWN_TIMEOUT", "15s"},
 }
 
@@ -82,6 +83,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		LeaseDurationMS:     30000,
 		HeartbeatIntervalMS: 10000,
 		Retention:           168 * time.Hour,
+		WorkerRetention:     24 * time.Hour,
 		ShutdownTimeout:     15 * time.Second,
 	}
 	if got != want {
@@ -107,6 +109,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		"KAGZI_LEASE_DURATION_MS":     "1500",
 		"KAGZI_HEARTBEAT_INTERVAL_MS": "500",
 		"KAGZI_RETENTION":             "0", // keep forever
+		"KAGZI_WORKER_RETENTION":      "1h",
 		"KAGZI_SHUTDOWN_TIMEOUT":      "2m",
 	}
 	for _, name := range configVars(t) {
@@ -137,6 +140,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		LeaseDurationMS:     1500,
 		HeartbeatIntervalMS: 500,
 		Retention:           0,
+		WorkerRetention:     time.Hour,
 		ShutdownTimeout:     2 * time.Minute,
 	}
 	if got != want {

@@ -42,12 +42,13 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer pool.Close()
 	srv := kagzi.NewServer(kagzi.Config{
-		DatabaseURL: cfg.DatabaseURL,
-		Pool:        pool,
-		Limits:      cfg.limits(),
-		Retention:   cfg.Retention,
-		Version:     version,
-		Logger:      logger,
+		DatabaseURL:     cfg.DatabaseURL,
+		Pool:            pool,
+		Limits:          cfg.limits(),
+		Retention:       cfg.Retention,
+		WorkerRetention: cfg.WorkerRetention,
+		Version:         version,
+		Logger:          logger,
 	})
 	httpSrv := &http.Server{
 		Addr:              cfg.HTTPAddr,
