@@ -481,7 +481,9 @@ FOR UPDATE SKIP LOCKED`
 // rescueSQL ends the attempts of the given runs (locked by
 // expiredLeasesSQL), each retried ($2) after its delay ($3, ms) or failed,
 // in one statement that reads none of their payloads. It notifies each
-// queue with a retried run, and the watchers of the failed ones.
+// queue with a retried run (PostgreSQL sends equal payloads of one
+// transaction once), and the watchers of each failed run: one payload per
+// run, as a batch's IDs together could pass NOTIFY's 8000-byte limit.
 const rescueSQL = `
 WITH x AS (
 	SELECT * FROM unnest($1::uuid[], $2::bool[], $3::bigint[]) AS x(run_id, retry, delay_ms)
@@ -496,8 +498,8 @@ WITH x AS (
 	RETURNING w.namespace, w.task_queue, w.run_id, x.retry
 ), n AS (
 	SELECT pg_notify('` + Channel + `', CASE WHEN retry THEN 'q:' || namespace || '/' || task_queue
-		ELSE 'f:' || namespace || '/' || task_queue || '/' || string_agg(run_id::text, ',') END)
-	FROM r GROUP BY namespace, task_queue, retry
+		ELSE ` + finishedPayload + ` END)
+	FROM r
 )
 SELECT count(*) FILTER (WHERE retry), count(*) FILTER (WHERE NOT retry), (SELECT count(*) FROM n) FROM r`
 
