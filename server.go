@@ -14,8 +14,10 @@ import (
 
 	"github.com/kagzi/kagzi/api"
 	"github.com/kagzi/kagzi/distributor"
+	"github.com/kagzi/kagzi/maintenance"
 	"github.com/kagzi/kagzi/migrations"
 	"github.com/kagzi/kagzi/postgres"
+	"github.com/kagzi/kagzi/scheduler"
 )
 
 // Config is what a Kagzi server is assembled from.
@@ -32,8 +34,10 @@ type Config struct {
 	Timeouts api.Timeouts
 	// Retention is how long finished runs are kept; 0 keeps them.
 	Retention time.Duration
-	// MaintainerInterval is how often the rescuer, the worker reaper and
-	// retention run. Default 1s.
+	// WorkerRetention is how long offline workers are kept; 0 keeps them.
+	WorkerRetention time.Duration
+	// MaintainerInterval is the shortest pause of the rescuer, the worker
+	// reaper and retention (see maintenance.Options.Interval). Default 1s.
 	MaintainerInterval time.Duration
 	// NoMaintainer leaves the maintainer out of Run, for tests that call
 	// Maintainer.Tick themselves.
@@ -59,8 +63,8 @@ type Server struct {
 	Store       *postgres.Store
 	Listener    *postgres.Listener
 	Distributor *distributor.Distributor
-	Maintainer  *distributor.Maintainer
-	Scheduler   *distributor.Scheduler
+	Maintainer  *maintenance.Maintainer
+	Scheduler   *scheduler.Scheduler
 	Registry    *prometheus.Registry
 	cfg         Config
 }
@@ -89,13 +93,15 @@ func NewServer(cfg Config) *Server {
 	listener.OnQueue = dist.Notify
 	listener.OnFinished = dist.Finished
 	listener.OnReconnect = dist.NotifyAll
-	maintainer := distributor.NewMaintainer(store, logger, distributor.MaintainerOptions{
+	maintainer := maintenance.New(store, logger, maintenance.Options{
 		Interval:          cfg.MaintainerInterval,
+		LeaseDuration:     cfg.Limits.LeaseDuration,
 		HeartbeatInterval: cfg.Limits.HeartbeatInterval,
 		Retention:         cfg.Retention,
+		WorkerRetention:   cfg.WorkerRetention,
 		Registerer:        reg,
 	})
-	scheduler := distributor.NewScheduler(store, logger, cfg.SchedulerInterval, reg)
+	sched := scheduler.New(store, logger, cfg.SchedulerInterval, reg)
 	srv := api.New(api.Config{
 		Version:    cfg.Version,
 		Limits:     cfg.Limits,
@@ -114,7 +120,7 @@ func NewServer(cfg Config) *Server {
 		OpenAPI:    OpenAPI,
 	})
 	return &Server{API: srv, Store: store, Listener: listener, Distributor: dist,
-		Maintainer: maintainer, Scheduler: scheduler, Registry: reg, cfg: cfg}
+		Maintainer: maintainer, Scheduler: sched, Registry: reg, cfg: cfg}
 }
 
 // Run runs the LISTEN connection, the distributor, the maintainer and the

@@ -30,8 +30,10 @@ import (
 	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/internal/testserver"
+	"github.com/kagzi/kagzi/maintenance"
 	"github.com/kagzi/kagzi/postgres"
 	"github.com/kagzi/kagzi/postgres/pgtest"
+	"github.com/kagzi/kagzi/scheduler"
 )
 
 // testVersion is the server version the harness reports in /v1/info.
@@ -68,7 +70,7 @@ type envConfig struct {
 	// silent workers going offline, retention). Interval 0 runs it never, so
 	// that a test calls e.maintainer.Tick itself; HeartbeatInterval 0 takes
 	// the limits'.
-	maintainer distributor.MaintainerOptions
+	maintainer maintenance.Options
 	// schedulerInterval is how often the scheduler looks for due schedules;
 	// 0 runs it never.
 	schedulerInterval time.Duration
@@ -141,8 +143,8 @@ type env struct {
 	hooks       *hookedStore // the store the server uses: store, observed
 	listener    *postgres.Listener
 	distributor *distributor.Distributor
-	maintainer  *distributor.Maintainer
-	scheduler   *distributor.Scheduler
+	maintainer  *maintenance.Maintainer
+	scheduler   *scheduler.Scheduler
 	registry    *prometheus.Registry
 	api         *api.Server
 	srv         *httptest.Server
@@ -160,7 +162,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	// (no retention), so that tests can look at them.
 	cfg := envConfig{
 		limits:            defaultLimits(),
-		maintainer:        distributor.MaintainerOptions{Interval: time.Second},
+		maintainer:        maintenance.Options{Interval: time.Second},
 		schedulerInterval: time.Second,
 	}
 	for _, o := range opts {

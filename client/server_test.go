@@ -18,7 +18,7 @@ import (
 
 // The SDK's tests run against a real server in the test process, wired as
 // `kagzi serve` wires it (postgres.NewStore, postgres.NewListener,
-// distributor.New, distributor.NewMaintainer and api.New with a prometheus
+// distributor.New, maintenance.New and api.New with a prometheus
 // registry) on an httptest.Server, against a database of the test's own
 // from pgtest. The wiring lives in internal/testserver because the
 // examples' tests need the same server.

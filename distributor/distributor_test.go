@@ -269,22 +269,6 @@ func TestWakeUpByNotify(t *testing.T) {
 	}
 }
 
-func TestIdleWaiterSendsNoQueries(t *testing.T) {
-	t.Parallel()
-	pool, url := pgtest.NewPool(t)
-	s := newServer(t, pool, url, time.Minute)
-	r := receive(t, claimAsync(context.Background(), s.dist, claimReq("q", 1, 3*time.Second)), 10*time.Second)
-	if len(r.tasks) != 0 || r.err != nil {
-		t.Fatalf("got %d tasks, err %v; want none", len(r.tasks), r.err)
-	}
-	if r.elapsed < 3*time.Second {
-		t.Errorf("returned after %s, before its wait of 3s", r.elapsed)
-	}
-	if got := s.store.claims.Load(); got != 1 {
-		t.Errorf("claim statements over a 3s idle wait: got %d, want 1", got)
-	}
-}
-
 func TestZeroWaitClaimsOnce(t *testing.T) {
 	t.Parallel()
 	pool, url := pgtest.NewPool(t)

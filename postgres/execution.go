@@ -613,6 +613,31 @@ ORDER BY lease_expires_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED`
 
+// rescueSQL ends the attempts of the given runs (locked by
+// expiredLeasesSQL), each retried ($2) after its delay ($3, ms) or failed,
+// in one statement that reads none of their payloads. It notifies each
+// queue with a retried run (PostgreSQL sends equal payloads of one
+// transaction once), and the watchers of each failed run: one payload per
+// run, as a batch's IDs together could pass NOTIFY's 8000-byte limit.
+const rescueSQL = `
+WITH x AS (
+	SELECT * FROM unnest($1::uuid[], $2::bool[], $3::bigint[]) AS x(run_id, retry, delay_ms)
+), r AS (
+	UPDATE workflow_runs w SET
+		status = CASE WHEN x.retry THEN 'pending' ELSE 'failed' END,
+		available_at = CASE WHEN x.retry THEN now() + x.delay_ms * interval '1 millisecond' ELSE w.available_at END,
+		finished_at = CASE WHEN x.retry THEN NULL ELSE now() END,
+		error = $4, new_attempt = true, lease_id = NULL, lease_expires_at = NULL
+	FROM x
+	WHERE w.run_id = x.run_id
+	RETURNING w.namespace, w.task_queue, w.run_id, x.retry
+), n AS (
+	SELECT pg_notify('` + Channel + `', CASE WHEN retry THEN 'q:' || namespace || '/' || task_queue
+		ELSE ` + finishedPayload + ` END)
+	FROM r
+)
+SELECT count(*) FILTER (WHERE retry), count(*) FILTER (WHERE NOT retry), (SELECT count(*) FROM n) FROM r`
+
 const failRunningStepsSQL = `
 UPDATE workflow_steps SET status = 'failed', finished_at = now(), error = $2
 WHERE run_id = ANY($1) AND status = 'running'`
@@ -628,40 +653,50 @@ func (s *Store) RescueExpired(ctx context.Context, limit int) (retried, failed i
 		if err != nil {
 			return err
 		}
-		type expired struct {
-			runID   string
-			attempt int
-			policy  domain.RetryPolicy
-		}
-		var runs []expired
-		var x expired
-		if _, err := pgx.ForEachRow(rows, []any{&x.runID, &x.attempt, &x.policy}, func() error {
-			runs = append(runs, x)
+		var ids []string
+		var retries []bool
+		var delays []int64
+		var id string
+		var attempt int
+		var policy domain.RetryPolicy
+		if _, err := pgx.ForEachRow(rows, []any{&id, &attempt, &policy}, func() error {
+			retry, delay := policy.Decide(attempt, e)
+			ids, retries, delays = append(ids, id), append(retries, retry), append(delays, delay.Milliseconds())
 			return nil
 		}); err != nil {
 			return err
 		}
-		ids := make([]string, len(runs))
-		for i, r := range runs {
-			ids[i] = r.runID
-			retry, delay := r.policy.Decide(r.attempt, e)
-			var run domain.Run
-			if err := scanRun(tx.QueryRow(ctx, endAttemptSQL, r.runID, retry, delay.Milliseconds(), e),
-				&run, &run.Input, &run.Output, nil); err != nil {
-				return err
-			}
-			if retry {
-				retried++
-			} else {
-				failed++
-			}
+		if len(ids) == 0 {
+			return nil
 		}
-		if len(ids) > 0 {
-			_, err = tx.Exec(ctx, failRunningStepsSQL, ids, e)
+		var notified int
+		if err := tx.QueryRow(ctx, rescueSQL, ids, retries, delays, e).Scan(&retried, &failed, &notified); err != nil {
+			return err
 		}
+		_, err = tx.Exec(ctx, failRunningStepsSQL, ids, e)
 		return err
 	})
 	return retried, failed, err
+}
+
+// nextLeaseExpirySQL is NULL when no run is running. It reads
+// workflow_runs_lease_expiry_idx.
+const nextLeaseExpirySQL = `
+SELECT EXTRACT(EPOCH FROM min(lease_expires_at) - now())::float8
+FROM workflow_runs WHERE status = 'running'`
+
+// NextLeaseExpiry returns how long, by the database's clock, until the
+// earliest lease of a running run expires (zero or less: one has expired);
+// ok is false when no run is running.
+func (s *Store) NextLeaseExpiry(ctx context.Context) (wait time.Duration, ok bool, err error) {
+	var seconds *float64
+	if err := s.pool.QueryRow(ctx, nextLeaseExpirySQL).Scan(&seconds); err != nil {
+		return 0, false, fmt.Errorf("next lease expiry: %w", translate(err))
+	}
+	if seconds == nil {
+		return 0, false, nil
+	}
+	return time.Duration(*seconds * float64(time.Second)), true, nil
 }
 
 func normalizeStep(st *domain.Step) {

@@ -2,6 +2,8 @@ package postgres_test
 
 import (
 	"context"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +75,10 @@ func TestRetentionDeletesOnlyOldFinishedRuns(t *testing.T) {
 	}
 }
 
+// TestRetentionDoesNotBlockClaims runs retention's own statement: while a
+// batch holds the locks of every old run of a queue (in an open
+// transaction) and retention runs on in batches of one beside it, claims
+// on the same queue get their runs at once.
 func TestRetentionDoesNotBlockClaims(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
@@ -82,29 +88,103 @@ func TestRetentionDoesNotBlockClaims(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE workflow_runs SET status = 'completed', finished_at = now() - interval '8 days' WHERE run_id = ANY($1)`, old); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := pool.Exec(ctx, `INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status,
+			retry_policy, available_at, finished_at)
+		SELECT gen_random_uuid(), 'default', 'q', 'wf', 'failed', '{}', now(), now() - interval '9 days'
+		FROM generate_series(1, 3000)`); err != nil {
+		t.Fatal(err)
+	}
 	pending := startN(t, s, "q", 3)
 
-	// A retention batch holds its row locks until it commits: claims on
-	// the same queue go on meanwhile.
+	// A retention batch holds its row locks until it commits.
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	tag, err := tx.Exec(ctx, `DELETE FROM workflow_runs WHERE run_id = ANY($1)`, old)
+	const week = 7 * 24 * time.Hour
+	tag, err := tx.Exec(ctx, postgres.DeleteFinishedSQL, week.Milliseconds(), 50)
 	if err != nil || tag.RowsAffected() != 50 {
-		t.Fatalf("delete in a transaction: %v, %d rows", err, tag.RowsAffected())
+		t.Fatalf("a retention batch in a transaction: %v, %d rows", err, tag.RowsAffected())
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	res, err := s.ClaimRuns(cctx, "default", "q", nil, []string{"", "", "", ""})
-	if err != nil {
-		t.Fatalf("claim during retention: %v", err)
+	// Retention goes on beside it, a run at a time.
+	var deleted atomic.Int64
+	rctx, stop := context.WithCancel(ctx)
+	retention := make(chan error, 1)
+	go func() {
+		for rctx.Err() == nil {
+			n, err := s.DeleteFinishedRuns(rctx, week, 1)
+			if err != nil || n == 0 {
+				retention <- err
+				return
+			}
+			deleted.Add(n)
+		}
+		retention <- nil
+	}()
+	defer func() { stop(); <-retention }()
+	deadline := time.Now().Add(10 * time.Second)
+	for deleted.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("retention deleted nothing in 10s")
+		}
+		time.Sleep(time.Millisecond)
 	}
-	if len(res.Tasks) != len(pending) {
-		t.Fatalf("claimed %d runs during retention, want %d", len(res.Tasks), len(pending))
+
+	var claimed []string
+	for range pending {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		res, err := s.ClaimRuns(cctx, "default", "q", nil, []string{""})
+		cancel()
+		if err != nil {
+			t.Fatalf("claim during retention: %v", err)
+		}
+		for _, st := range res.Tasks {
+			claimed = append(claimed, st.Task.RunID)
+		}
+	}
+	select {
+	case err := <-retention:
+		t.Fatalf("retention ended (%v) before the claims did: the test proves nothing", err)
+	default:
+	}
+	if len(claimed) != len(pending) {
+		t.Fatalf("claimed %v during retention, want %v", claimed, pending)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDeleteOfflineWorkers deletes, in batches, the offline workers whose
+// last heartbeat is older than the retention, and no other.
+func TestDeleteOfflineWorkers(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	s := postgres.NewStore(pool, time.Minute)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO workers (worker_id, namespace, task_queue, status, last_heartbeat_at)
+		SELECT gen_random_uuid(), 'default', 'q', st, now() - h * interval '1 hour'
+		FROM unnest(ARRAY['offline', 'offline', 'offline', 'online', 'draining'], ARRAY[30, 25, 2, 30, 30]) AS x(st, h)`); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteOfflineWorkers(ctx, 24*time.Hour, 1)
+	if err != nil || n != 1 {
+		t.Fatalf("first batch: deleted %d, err %v; want 1 (the batch size)", n, err)
+	}
+	n, err = s.DeleteOfflineWorkers(ctx, 24*time.Hour, 10)
+	if err != nil || n != 1 {
+		t.Fatalf("second batch: deleted %d, err %v; want 1", n, err)
+	}
+	var left []string
+	rows, _ := pool.Query(ctx, `SELECT status || ':' || round(EXTRACT(EPOCH FROM now() - last_heartbeat_at) / 3600)
+		FROM workers ORDER BY 1`)
+	for rows.Next() {
+		var w string
+		_ = rows.Scan(&w)
+		left = append(left, w)
+	}
+	if want := []string{"draining:30", "offline:2", "online:30"}; rows.Err() != nil || !slices.Equal(left, want) {
+		t.Errorf("workers left: got %v, want %v", left, want)
 	}
 }

@@ -338,13 +338,15 @@ func (s *Store) FireDueSchedules(ctx context.Context, limit int) (domain.Schedul
 	return out, nil
 }
 
+// nextScheduleFireSQL is NULL when no enabled schedule has a next fire
+// time (min of no rows). It reads schedules_due_idx.
 const nextScheduleFireSQL = `
-SELECT GREATEST(EXTRACT(EPOCH FROM min(next_fire_at) - now()), 0)::float8
+SELECT EXTRACT(EPOCH FROM min(next_fire_at) - now())::float8
 FROM schedules WHERE enabled`
 
 // NextScheduleFire returns how long, by the database's clock, until the
-// earliest next fire time of any enabled schedule; ok is false when none
-// has one.
+// earliest next fire time of any enabled schedule (zero or less: one is
+// due); ok is false when none has one.
 func (s *Store) NextScheduleFire(ctx context.Context) (wait time.Duration, ok bool, err error) {
 	var seconds *float64
 	if err := s.pool.QueryRow(ctx, nextScheduleFireSQL).Scan(&seconds); err != nil {

@@ -217,6 +217,8 @@ func (s *Store) DeregisterWorker(ctx context.Context, namespace, workerID string
 	return w, err
 }
 
+// staleWorkersSQL reads workers_live_heartbeat_idx: only the workers not
+// yet offline, not the table's history.
 const staleWorkersSQL = `
 UPDATE workers SET status = 'offline', active_count = 0
 WHERE status <> 'offline' AND last_heartbeat_at < now() - $1 * interval '1 millisecond'`
@@ -227,6 +229,29 @@ func (s *Store) MarkStaleWorkersOffline(ctx context.Context, silence time.Durati
 	tag, err := s.pool.Exec(ctx, staleWorkersSQL, silence.Milliseconds())
 	if err != nil {
 		return 0, fmt.Errorf("mark stale workers offline: %w", translate(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// deleteOfflineWorkersSQL deletes one batch of the workers offline since
+// before the cutoff (by their last heartbeat), through
+// workers_offline_idx. SKIP LOCKED keeps replicas from waiting on each
+// other.
+const deleteOfflineWorkersSQL = `
+DELETE FROM workers WHERE worker_id IN (
+	SELECT worker_id FROM workers
+	WHERE status = 'offline' AND last_heartbeat_at < now() - $1 * interval '1 millisecond'
+	ORDER BY last_heartbeat_at
+	LIMIT $2
+	FOR UPDATE SKIP LOCKED
+)`
+
+// DeleteOfflineWorkers deletes up to limit workers that are offline and
+// last heartbeated longer than retention ago, and returns how many.
+func (s *Store) DeleteOfflineWorkers(ctx context.Context, retention time.Duration, limit int) (int64, error) {
+	tag, err := s.pool.Exec(ctx, deleteOfflineWorkersSQL, retention.Milliseconds(), limit)
+	if err != nil {
+		return 0, fmt.Errorf("delete offline workers: %w", translate(err))
 	}
 	return tag.RowsAffected(), nil
 }

@@ -37,6 +37,7 @@ type Config struct {
 	LeaseDurationMS     int64         `split_words:"true" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
 	HeartbeatIntervalMS int64         `split_words:"true" default:"10000" desc:"interval workers are told to heartbeat at, in ms; less than half the lease"`
 	Retention           time.Duration `split_words:"true" default:"168h" desc:"how long finished runs are kept (0 keeps them forever)"`
+	WorkerRetention     time.Duration `split_words:"true" default:"24h" desc:"how long offline workers are kept (0 keeps them forever)"`
 	ShutdownTimeout     time.Duration `split_words:"true" default:"15s" desc:"how long shutdown waits for requests in flight"`
 	ReadHeaderTimeout   time.Duration `split_words:"true" default:"10s" desc:"time a client has to send a request's headers"`
 	ReadBodyTimeout     time.Duration `split_words:"true" default:"30s" desc:"time a client has to send a request's body, once its headers are in"`

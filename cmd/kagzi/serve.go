@@ -42,13 +42,14 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer pool.Close()
 	srv := kagzi.NewServer(kagzi.Config{
-		DatabaseURL: cfg.DatabaseURL,
-		Pool:        pool,
-		Limits:      cfg.limits(),
-		Timeouts:    cfg.timeouts(),
-		Retention:   cfg.Retention,
-		Version:     version,
-		Logger:      logger,
+		DatabaseURL:     cfg.DatabaseURL,
+		Pool:            pool,
+		Limits:          cfg.limits(),
+		Timeouts:        cfg.timeouts(),
+		Retention:       cfg.Retention,
+		WorkerRetention: cfg.WorkerRetention,
+		Version:         version,
+		Logger:          logger,
 	})
 	httpSrv := srv.HTTPServer(ctx, cfg.HTTPAddr)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -19,8 +19,8 @@ import (
 
 	"github.com/kagzi/kagzi"
 	"github.com/kagzi/kagzi/api"
-	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/domain"
+	"github.com/kagzi/kagzi/maintenance"
 	"github.com/kagzi/kagzi/postgres/pgtest"
 )
 
@@ -34,7 +34,7 @@ type Server struct {
 	Limits api.Limits
 	// Maintainer is the server's maintainer (rescue of expired leases,
 	// silent workers going offline); call Tick to run a pass at once.
-	Maintainer *distributor.Maintainer
+	Maintainer *maintenance.Maintainer
 
 	logs *LogBuffer
 }

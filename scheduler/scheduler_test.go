@@ -1,4 +1,4 @@
-package distributor_test
+package scheduler_test
 
 import (
 	"context"
@@ -7,16 +7,17 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/postgres"
 	"github.com/kagzi/kagzi/postgres/pgtest"
 	"github.com/kagzi/kagzi/schedule"
+	"github.com/kagzi/kagzi/scheduler"
 )
 
 const scheduleNS = "sched"
@@ -59,7 +60,7 @@ type schedSetup struct {
 	pool      *pgxpool.Pool
 	dbURL     string
 	store     *firingStore
-	scheduler *distributor.Scheduler
+	scheduler *scheduler.Scheduler
 }
 
 func newSchedSetup(t *testing.T) *schedSetup {
@@ -75,8 +76,8 @@ func newReplica(t *testing.T, pool *pgxpool.Pool) *firingStore {
 	return &firingStore{Store: postgres.NewStore(pool, 30*time.Second)}
 }
 
-func newScheduler(store *firingStore) *distributor.Scheduler {
-	return distributor.NewScheduler(store, slog.New(slog.DiscardHandler), time.Second, nil)
+func newScheduler(store *firingStore) *scheduler.Scheduler {
+	return scheduler.New(store, slog.New(slog.DiscardHandler), time.Second, nil)
 }
 
 func (s *schedSetup) create(t *testing.T, req domain.ScheduleRequest) domain.Schedule {
@@ -271,7 +272,7 @@ func TestScheduleTwoReplicasFireEachTimeOnce(t *testing.T) {
 	}
 	t.Cleanup(otherPool.Close)
 	replicas := []*firingStore{s.store, newReplica(t, otherPool)}
-	schedulers := []*distributor.Scheduler{newScheduler(replicas[0]), newScheduler(replicas[1])}
+	schedulers := []*scheduler.Scheduler{newScheduler(replicas[0]), newScheduler(replicas[1])}
 
 	const nSchedules, rounds = 8, 40
 	ids := make([]string, nSchedules)
@@ -584,5 +585,111 @@ func TestScheduleListPages(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("pages: got %v, want %v", got, want)
+	}
+}
+
+// TestNextScheduleFireNeedsAnEnabledSchedule: with no schedule, or only
+// disabled ones, there is no next fire time (not "due now", which made
+// every replica poll 50 times a second).
+func TestNextScheduleFireNeedsAnEnabledSchedule(t *testing.T) {
+	t.Parallel()
+	s := newSchedSetup(t)
+	ctx := context.Background()
+	check := func(what string, wantOK bool, want func(time.Duration) bool) {
+		t.Helper()
+		wait, ok, err := s.store.NextScheduleFire(ctx)
+		if err != nil || ok != wantOK || (ok && !want(wait)) {
+			t.Errorf("%s: got wait %s, ok %v, err %v; want ok %v", what, wait, ok, err, wantOK)
+		}
+	}
+	check("no schedule", false, nil)
+	disabled := false
+	s.create(t, domain.ScheduleRequest{WorkflowType: "w", Cron: "* * * * * *", Enabled: &disabled})
+	check("a disabled schedule", false, nil)
+	sc := s.create(t, domain.ScheduleRequest{WorkflowType: "w", Cron: "0 0 1 1 *"})
+	check("an enabled schedule next year", true, func(d time.Duration) bool { return d > time.Hour })
+	s.exec(t, `UPDATE schedules SET next_fire_at = now() - interval '1 minute' WHERE schedule_id = $1`, sc.ScheduleID)
+	check("a schedule due a minute ago", true, func(d time.Duration) bool { return d <= -59*time.Second })
+}
+
+// callCountingStore counts the scheduler's statements, and can make every
+// firing fail as a database outage would.
+type callCountingStore struct {
+	*postgres.Store
+	nexts, fires atomic.Int64
+	failFiring   bool
+}
+
+func (s *callCountingStore) NextScheduleFire(ctx context.Context) (time.Duration, bool, error) {
+	s.nexts.Add(1)
+	return s.Store.NextScheduleFire(ctx)
+}
+
+func (s *callCountingStore) FireDueSchedules(ctx context.Context, limit int) (domain.ScheduleFiring, error) {
+	s.fires.Add(1)
+	if s.failFiring {
+		return domain.ScheduleFiring{}, errors.New("the database is down")
+	}
+	return s.Store.FireDueSchedules(ctx, limit)
+}
+
+// runScheduler runs a scheduler on store for d and returns the ERROR
+// records it logged.
+func runScheduler(t *testing.T, store scheduler.Store, interval, d time.Duration) int {
+	t.Helper()
+	logs := &errorCounter{}
+	sch := scheduler.New(store, slog.New(logs), interval, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := sch.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return int(logs.errors.Load())
+}
+
+// errorCounter is a slog handler that counts ERROR records.
+type errorCounter struct{ errors atomic.Int64 }
+
+func (h *errorCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *errorCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		h.errors.Add(1)
+	}
+	return nil
+}
+func (h *errorCounter) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *errorCounter) WithGroup(string) slog.Handler      { return h }
+
+// TestSchedulerIdlePollsOncePerInterval: with no enabled schedule, a
+// scheduler reads the next fire time once per interval and fires nothing.
+func TestSchedulerIdlePollsOncePerInterval(t *testing.T) {
+	t.Parallel()
+	s := newSchedSetup(t)
+	disabled := false
+	s.create(t, domain.ScheduleRequest{WorkflowType: "w", Cron: "* * * * * *", Enabled: &disabled})
+	store := &callCountingStore{Store: s.store.Store}
+	runScheduler(t, store, 500*time.Millisecond, 2*time.Second)
+	// Passes at 0 and then every 450-550ms: 4 or 5 in 2s.
+	if n, f := store.nexts.Load(), store.fires.Load(); n > 5 || f != 0 {
+		t.Errorf("in 2s at a 500ms interval: %d reads of the next fire time and %d firings, want at most 5 and 0", n, f)
+	}
+}
+
+// TestSchedulerBacksOffWhileFiringFails: a due schedule whose firing keeps
+// failing is retried with exponential backoff, one ERROR per attempt, not
+// every 20ms.
+func TestSchedulerBacksOffWhileFiringFails(t *testing.T) {
+	t.Parallel()
+	s := newSchedSetup(t)
+	s.create(t, domain.ScheduleRequest{WorkflowType: "w", Cron: "@hourly"})
+	s.exec(t, `UPDATE schedules SET next_fire_at = now() - interval '1 second'`)
+	store := &callCountingStore{Store: s.store.Store, failFiring: true}
+	errs := runScheduler(t, store, time.Second, 2*time.Second)
+	// Attempts at 0, 100ms, 300ms, 700ms and 1.5s.
+	if f := store.fires.Load(); f < 2 || f > 6 {
+		t.Errorf("failed firings in 2s: %d, want 2 to 6 (backing off from 100ms)", f)
+	}
+	if f := store.fires.Load(); int64(errs) != f {
+		t.Errorf("logged %d errors for %d failed attempts, want one each", errs, f)
 	}
 }
