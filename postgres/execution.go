@@ -390,7 +390,9 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 // runs leave running are closed, cut short by the run's end. It sends one
 // notification per queue, naming all of the queue's runs: a transaction
 // that notifies holds a cluster-wide lock through its commit, so
-// notifications are what a completion costs most.
+// notifications are what a completion costs most. A payload holds at most
+// notifyRunsPerPayload run IDs, so that it stays under PostgreSQL's
+// 8000-byte limit on a notification whatever the batch's size.
 const completeRunsSQL = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[])
@@ -414,9 +416,14 @@ WITH req AS (
 	FROM c WHERE st.run_id = c.run_id AND st.status = 'running'
 ), n AS (
 	SELECT pg_notify('` + Channel + `', 'f:' || namespace || '/' || task_queue || '/' || string_agg(run_id::text, ','))
-	FROM c GROUP BY namespace, task_queue
+	FROM (SELECT *, (row_number() OVER (PARTITION BY namespace, task_queue) - 1) / ` + notifyRunsPerPayload + ` AS chunk FROM c) cc
+	GROUP BY namespace, task_queue, chunk
 )
 SELECT i, (SELECT count(*) FROM n) FROM c`
+
+// notifyRunsPerPayload bounds the run IDs one completion notification names:
+// 150 IDs of 37 bytes, plus the queue's name, stay under 8000 bytes.
+const notifyRunsPerPayload = "150"
 
 type completeReq struct {
 	namespace, runID, leaseID string

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kagzi/kagzi/domain"
@@ -190,20 +191,12 @@ func TestCompletionBatchesInOppositeOrdersDoNotDeadlock(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	args := func(order []heldRun) []any {
-		var nss, ids, leases, outputs []string
-		for _, r := range order {
-			nss, ids, leases, outputs = append(nss, r.namespace), append(ids, r.runID), append(leases, r.leaseID),
-				append(outputs, string(goodOutput(r.runID)))
-		}
-		return []any{nss, ids, leases, outputs, nil}
-	}
 	desc := slices.Clone(runs)
 	slices.Reverse(desc)
 	errs := make(chan error, 2)
 	for _, order := range [][]heldRun{runs, desc} {
 		go func() {
-			_, err := pool.Exec(ctx, postgres.CompleteRunsSQL, args(order)...)
+			_, err := pool.Exec(ctx, postgres.CompleteRunsSQL, completeArgs(order)...)
 			errs <- err
 		}()
 	}
@@ -233,6 +226,61 @@ func TestCompletionBatchesInOppositeOrdersDoNotDeadlock(t *testing.T) {
 	for _, r := range runs {
 		if status, _ := runRow(t, pool, r.runID); status != "completed" {
 			t.Errorf("run %s: got %s, want completed", r.runID, status)
+		}
+	}
+}
+
+// completeArgs are CompleteRunsSQL's arguments that complete runs, in
+// order, each with its good output.
+func completeArgs(runs []heldRun) []any {
+	var nss, ids, leases, outputs []string
+	for _, r := range runs {
+		nss, ids, leases, outputs = append(nss, r.namespace), append(ids, r.runID), append(leases, r.leaseID),
+			append(outputs, string(goodOutput(r.runID)))
+	}
+	return []any{nss, ids, leases, outputs, nil}
+}
+
+// A completion statement of many runs of one queue notifies in payloads
+// that PostgreSQL accepts (at most 8000 bytes each), naming every run once,
+// so that the whole batch commits in one statement.
+func TestLargeCompletionBatchNotifiesInChunks(t *testing.T) {
+	t.Parallel()
+	pool, dbURL := pgtest.NewPool(t)
+	s := postgres.NewStore(pool, 0)
+	ctx := context.Background()
+	runs := startHeld(t, pool, s, "a", 400)
+
+	listen, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listen.Close(ctx)
+	if _, err := listen.Exec(ctx, "LISTEN "+postgres.Channel); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, postgres.CompleteRunsSQL, completeArgs(runs)...); err != nil {
+		t.Fatalf("completing %d runs of one queue in one statement: %v", len(runs), err)
+	}
+	named := map[string]int{}
+	for len(named) < len(runs) {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		n, err := listen.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("after %d of %d runs named: %v", len(named), len(runs), err)
+		}
+		ids, ok := strings.CutPrefix(n.Payload, "f:a/default/")
+		if !ok {
+			t.Fatalf("notification %q, want f:a/default/<run IDs>", n.Payload)
+		}
+		for id := range strings.SplitSeq(ids, ",") {
+			named[id]++
+		}
+	}
+	for _, r := range runs {
+		if named[r.runID] != 1 {
+			t.Errorf("run %s named %d times, want 1", r.runID, named[r.runID])
 		}
 	}
 }
