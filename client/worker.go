@@ -504,9 +504,11 @@ type heartbeatBody struct {
 	RunIDs         []string `json:"run_ids"` // never nil: null is refused
 }
 
-// heartbeatsInFlight bounds the worker heartbeats in flight at once when
-// the server answers slowly.
-const heartbeatsInFlight = 2
+// A worker heartbeat gives up after heartbeatTimeout intervals, the
+// silence after which the server takes the worker offline (an answer
+// later than that is of no use), and heartbeatTimeout of them at most are
+// in flight at once when the server answers slowly.
+const heartbeatTimeout = 3
 
 // heartbeatLoop heartbeats at the server's interval until ctx ends, and
 // sooner after a failure. Each heartbeat goes out on time whatever the
@@ -544,12 +546,12 @@ func (w *Worker) heartbeatLoop(ctx context.Context, types []string) {
 		case <-next.C:
 			due = time.Now().Add(interval)
 			next.Reset(interval)
-			if inflight >= heartbeatsInFlight {
-				continue // the oldest ends by its timeout within two intervals
+			if inflight >= heartbeatTimeout {
+				continue // the oldest ends by its timeout within an interval
 			}
 			inflight++
 			wg.Go(func() {
-				ok := w.heartbeat(ctx, types, 2*interval)
+				ok := w.heartbeat(ctx, types, heartbeatTimeout*interval)
 				select {
 				case results <- ok:
 				case <-ctx.Done():
