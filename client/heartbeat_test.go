@@ -78,6 +78,47 @@ func (e *env) markOffline(t *testing.T, w *runningWorker) {
 	}
 }
 
+// A worker heartbeats without run_ids to a server that does not know the
+// member (an older version), and its leases are kept.
+func testHeartbeatToServerWithoutRunIDs(t *testing.T, e *env) {
+	var refused atomic.Int32
+	e.hook(func(r *http.Request, next http.RoundTripper) (*http.Response, error) {
+		if strings.HasSuffix(r.URL.Path, "/heartbeat") && strings.Contains(r.URL.Path, "/workers/") {
+			body, _ := io.ReadAll(r.Body)
+			if strings.Contains(string(body), `"run_ids"`) {
+				refused.Add(1)
+				resp := problemAnswer(r, http.StatusBadRequest, "invalid_argument")
+				resp.Body = io.NopCloser(strings.NewReader(`{"status":400,"code":"invalid_argument","field":"run_ids","detail":"run_ids is not a known field"}`))
+				resp.ContentLength = -1
+				return resp, nil
+			}
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+		}
+		return next.RoundTrip(r)
+	})
+	w := e.startWorker(t, func(w *client.Worker) {
+		client.Register(w, "slow", func(ctx *client.WorkflowContext, _ any) (string, error) {
+			return client.Step(ctx, "slow", func(sctx context.Context) (string, error) {
+				select {
+				case <-time.After(testLease + time.Second): // the work under test is time passing
+					return "done", nil
+				case <-sctx.Done():
+					return "", context.Cause(sctx)
+				}
+			})
+		})
+	})
+	e.rec.waitFor(t, 0, 10*time.Second, "a heartbeat answered 200", func(c call) bool {
+		return !c.started && c.status == http.StatusOK && strings.HasSuffix(c.path, "/workers/"+w.ID()+"/heartbeat")
+	})
+	if run := e.wait(t, e.start(t, client.StartRequest{WorkflowType: "slow"})); run.Status != client.StatusCompleted || run.Attempt != 1 {
+		t.Errorf("run = %s attempt %d, want completed on attempt 1", run.Status, run.Attempt)
+	}
+	if n := refused.Load(); n != 1 {
+		t.Errorf("heartbeats with run_ids refused: %d, want 1", n)
+	}
+}
+
 // A run whose completion failed for good (a non-503 answer) is no longer
 // kept alive by the worker's heartbeats: its lease expires and it is
 // retried, instead of staying running forever.

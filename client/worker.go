@@ -46,6 +46,9 @@ type Worker struct {
 	changed   chan struct{} // signalled when an execution ends
 	execs     sync.WaitGroup
 
+	// unlistedHeartbeat is set when the server refused run_ids.
+	unlistedHeartbeat atomic.Bool
+
 	completed atomic.Int64 // runs completed since the last heartbeat
 	failed    atomic.Int64 // attempts failed since the last heartbeat
 
@@ -498,10 +501,12 @@ func (w *Worker) finish(ex *execution) {
 }
 
 type heartbeatBody struct {
-	ActiveCount    int      `json:"active_count"`
-	CompletedDelta int64    `json:"completed_delta"`
-	FailedDelta    int64    `json:"failed_delta"`
-	RunIDs         []string `json:"run_ids"` // never nil: null is refused
+	ActiveCount    int   `json:"active_count"`
+	CompletedDelta int64 `json:"completed_delta"`
+	FailedDelta    int64 `json:"failed_delta"`
+	// RunIDs is never nil (null is refused), but to a server that does
+	// not know the member.
+	RunIDs []string `json:"run_ids,omitzero"`
 }
 
 // A worker heartbeat gives up after heartbeatTimeout intervals, the
@@ -568,9 +573,12 @@ func (w *Worker) heartbeatLoop(ctx context.Context, types []string) {
 func (w *Worker) heartbeat(ctx context.Context, types []string, timeout time.Duration) bool {
 	id := w.ID()
 	held := w.held(id)
-	body := heartbeatBody{ActiveCount: w.active(), RunIDs: make([]string, len(held))}
-	for i, ex := range held {
-		body.RunIDs[i] = ex.task.RunID
+	body := heartbeatBody{ActiveCount: w.active()}
+	if !w.unlistedHeartbeat.Load() {
+		body.RunIDs = make([]string, len(held))
+		for i, ex := range held {
+			body.RunIDs[i] = ex.task.RunID
+		}
 	}
 	body.CompletedDelta, body.FailedDelta = w.completed.Swap(0), w.failed.Swap(0)
 	var out struct {
@@ -584,9 +592,19 @@ func (w *Worker) heartbeat(ctx context.Context, types []string, timeout time.Dur
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	_, err := w.c.do(hctx, request{method: http.MethodPost, path: w.workerPath(id, "heartbeat"), body: body, clock: &clock}, &out)
 	cancel()
+	var apiErr *Error
 	switch {
 	case ctx.Err() != nil:
 		return true
+	case errors.As(err, &apiErr) && apiErr.Code == CodeInvalidArgument && apiErr.Field == "run_ids" && body.RunIDs != nil:
+		// A server older than run_ids: it extends every lease the worker
+		// holds, so a run the worker gave up on is rescued only when the
+		// worker stops.
+		w.logger.Warn("the server does not take run_ids in worker heartbeats; heartbeating without", "worker_id", id, "error", err)
+		w.unlistedHeartbeat.Store(true)
+		w.completed.Add(body.CompletedDelta)
+		w.failed.Add(body.FailedDelta)
+		return false
 	case errors.Is(err, ErrWorkerOffline) || errors.Is(err, ErrNotFound):
 		// Silent for too long (a pause, a partition): the server took the
 		// worker offline and stopped extending its leases. Register anew;

@@ -40,6 +40,7 @@ func TestWorker(t *testing.T) {
 		{"RegistersAgainWhenOffline", testRegistersAgainWhenOffline},
 		{"OutputTooLarge", testOutputTooLarge},
 		{"FailedCompletionIsRescued", testFailedCompletionIsRescued},
+		{"HeartbeatToServerWithoutRunIDs", testHeartbeatToServerWithoutRunIDs},
 		{"HeartbeatCadenceWithSlowAnswer", testHeartbeatCadenceWithSlowAnswer},
 		{"HeartbeatCadenceWithSlowRunHeartbeat", testHeartbeatCadenceWithSlowRunHeartbeat},
 		{"NoWarningForRunHeartbeatEndedByCompletion", testNoWarningForRunHeartbeatEndedByCompletion},
