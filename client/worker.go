@@ -341,7 +341,10 @@ wait:
 	// The counts since the last heartbeat, before going offline; best
 	// effort.
 	if done, failed := w.completed.Swap(0), w.failed.Swap(0); done+failed > 0 {
-		body := heartbeatBody{ActiveCount: w.active(), CompletedDelta: done, FailedDelta: failed, RunIDs: []string{}}
+		body := heartbeatBody{ActiveCount: w.active(), CompletedDelta: done, FailedDelta: failed}
+		if !w.unlistedHeartbeat.Load() {
+			body.RunIDs = []string{} // every run was abandoned above
+		}
 		_, _ = w.c.do(ctx, request{method: http.MethodPost, path: w.workerPath(ids[0], "heartbeat"), body: body}, nil)
 	}
 	var errs []error
