@@ -92,7 +92,8 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) workerHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	var hb domain.WorkerHeartbeat
-	if err := decode(w, r, 64<<10, &hb); err != nil {
+	// Room for run_ids of domain.MaxHeartbeatRuns UUIDs.
+	if err := decode(w, r, 512<<10, &hb); err != nil {
 		return err
 	}
 	if err := hb.Validate(); err != nil {

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 )
@@ -120,9 +121,28 @@ func ValidateTypes(field string, types []string) error {
 
 // WorkerHeartbeat is what a worker reports with each heartbeat.
 type WorkerHeartbeat struct {
-	ActiveCount    int   `json:"active_count"`
-	CompletedDelta int64 `json:"completed_delta"`
-	FailedDelta    int64 `json:"failed_delta"`
+	ActiveCount    int        `json:"active_count"`
+	CompletedDelta int64      `json:"completed_delta"`
+	FailedDelta    int64      `json:"failed_delta"`
+	RunIDs         HeldRunIDs `json:"run_ids"`
+}
+
+// MaxHeartbeatRuns bounds the run_ids of one worker heartbeat: a worker
+// executes at most MaxWorkerConcurrent runs at once.
+const MaxHeartbeatRuns = MaxWorkerConcurrent
+
+// HeldRunIDs are the runs a worker heartbeat says it is executing. A
+// heartbeat without the member (an older worker) leaves Set false: every
+// lease the worker holds is extended.
+type HeldRunIDs struct {
+	Set bool
+	IDs []string // nil when the member was null
+}
+
+// UnmarshalJSON records that the member was sent, null included.
+func (h *HeldRunIDs) UnmarshalJSON(b []byte) error {
+	h.Set = true
+	return json.Unmarshal(b, &h.IDs)
 }
 
 // Validate checks h.
@@ -135,6 +155,23 @@ func (h WorkerHeartbeat) Validate() error {
 	case h.FailedDelta < 0:
 		return Invalid("failed_delta", "must not be negative")
 	}
+	return h.RunIDs.validate()
+}
+
+func (h HeldRunIDs) validate() error {
+	switch {
+	case !h.Set:
+		return nil
+	case h.IDs == nil:
+		return Invalid("run_ids", "must be an array of run IDs, not null (leave it out to extend every lease the worker holds)")
+	case len(h.IDs) > MaxHeartbeatRuns:
+		return Invalid("run_ids", "must list at most %d runs", MaxHeartbeatRuns)
+	}
+	for i, id := range h.IDs {
+		if !IsUUID(id) {
+			return Invalid("run_ids["+itoa(i)+"]", "must be a run ID (a UUID)")
+		}
+	}
 	return nil
 }
 
@@ -143,6 +180,10 @@ type HeartbeatResult struct {
 	Status         WorkerStatus `json:"status"`
 	ShouldDrain    bool         `json:"should_drain"`
 	LeaseExpiresAt *time.Time   `json:"lease_expires_at"`
+	// Lost and Cancelled are the listed runs whose leases were not
+	// extended: no longer held by the worker, or cancelled.
+	Lost      []string `json:"lost"`
+	Cancelled []string `json:"cancelled"`
 }
 
 // WorkerFilter selects workers of a namespace for a list.

@@ -142,6 +142,9 @@ func New(t testing.TB, opts ...Option) *Server {
 	return &Server{URL: hs.URL, Pool: pool, Limits: cfg.Limits, Maintainer: srv.Maintainer, logs: logs}
 }
 
+// Log returns what the server logged so far.
+func (s *Server) Log() string { return s.logs.String() }
+
 // LogBuffer is a goroutine-safe buffer for a test server's log.
 type LogBuffer struct {
 	mu  sync.Mutex
