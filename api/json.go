@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
@@ -10,7 +9,10 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strings"
+	"sync"
+	"unicode/utf8"
 
 	"github.com/kagzi/kagzi/domain"
 )
@@ -38,10 +40,15 @@ func writeBody(w http.ResponseWriter, status int, v any) {
 }
 
 // decode reads the request body, at most limit bytes, into dst strictly: it
-// must be one JSON value of dst's shape with no unknown fields. An empty
-// body decodes as {} so that requests whose fields are all optional need
-// none.
+// must be one JSON object of dst's shape, valid UTF-8 throughout, whose
+// member names are dst's exactly (case included), each at most once. An
+// empty body decodes as {} so that requests whose fields are all optional
+// need none.
 func decode(w http.ResponseWriter, r *http.Request, limit int64, dst any) error {
+	// Requests with a body take their arguments there, never in the query.
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	if r.ContentLength == 0 {
 		return nil
 	}
@@ -49,40 +56,233 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, dst any) error 
 	if mt != "application/json" {
 		return domain.Errorf(domain.CodeUnsupportedMediaType, "the request body must be application/json")
 	}
-	body := bufio.NewReader(http.MaxBytesReader(w, r.Body, limit))
-	if first, err := firstByte(body); err == nil && first != '{' {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return decodeError(err)
+	}
+	return decodeBody(body, dst)
+}
+
+// decodeBody is decode once the body is read.
+func decodeBody(body []byte, dst any) error {
+	rest := bytes.TrimLeft(body, " \t\r\n")
+	if len(rest) == 0 {
+		return nil
+	}
+	if rest[0] != '{' {
 		return domain.Errorf(domain.CodeInvalidArgument, "the request body must be a JSON object")
 	}
-	dec := json.NewDecoder(body)
+	// The members are checked first, so that invalid UTF-8 is named by its
+	// field before the decoder below replaces it with U+FFFD.
+	if err := checkMembers(body, reflect.TypeOf(dst)); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
 		return decodeError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return decodeError(err)
-		}
 		return domain.Errorf(domain.CodeInvalidArgument, "the request body must hold a single JSON value")
 	}
 	return nil
 }
 
-// firstByte returns the first byte of r that is not JSON white space,
-// leaving it unread.
-func firstByte(r *bufio.Reader) (byte, error) {
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, err
+// checkMembers walks body along the type t it is to be decoded into, and
+// refuses what encoding/json lets through: invalid UTF-8 (which it would
+// replace with U+FFFD, or pass on inside a json.RawMessage), member names
+// that match a field only if case is ignored, and members given twice. It
+// walks every object of the request's own structs and maps; a free-form
+// payload (json.RawMessage) is skipped whole, as one value. Syntax and
+// type errors are left to the decoder, which names them better.
+func checkMembers(body []byte, t reflect.Type) error {
+	c := memberChecker{dec: json.NewDecoder(bytes.NewReader(body)), bad: -1}
+	if !utf8.Valid(body) {
+		c.bad = int64(invalidUTF8At(body))
+	}
+	err := c.value(t, "")
+	switch {
+	case err == nil || errors.Is(err, errStopCheck):
+		if c.bad >= 0 {
+			return domain.Errorf(domain.CodeInvalidArgument, "the request body is not valid UTF-8 (byte %d)", c.bad)
 		}
-		if b != ' ' && b != '\t' && b != '\n' && b != '\r' {
-			return b, r.UnreadByte()
+		return nil
+	case errors.As(err, new(*domain.Error)):
+		return err
+	}
+	return decodeError(err)
+}
+
+// errStopCheck ends a member check where the body does not have the shape
+// of its type: the decoder then reports the type error.
+var errStopCheck = errors.New("stop checking")
+
+// invalidUTF8At returns the offset of the first byte of b that is not
+// part of valid UTF-8.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+type memberChecker struct {
+	dec *json.Decoder
+	// bad is the offset of the first invalid UTF-8 byte, or -1.
+	bad int64
+}
+
+var rawMessageType = reflect.TypeFor[json.RawMessage]()
+
+// wrapper is a type, such as domain.Optional, that decodes itself into a
+// value of another type: the walk goes on into that type.
+type wrapper interface{ JSONValueType() reflect.Type }
+
+// holds reports whether the invalid byte lies in [from, the decoder's
+// position).
+func (c *memberChecker) holds(from int64) bool {
+	return c.bad >= from && c.bad < c.dec.InputOffset()
+}
+
+func (c *memberChecker) invalidUTF8(field string) error {
+	if field == "" {
+		return domain.Errorf(domain.CodeInvalidArgument, "the request body is not valid UTF-8 (byte %d)", c.bad)
+	}
+	return domain.Invalid(field, "is not valid UTF-8")
+}
+
+// value checks the next value of the body, to be decoded into t; field is
+// its name in errors.
+func (c *memberChecker) value(t reflect.Type, field string) error {
+	for {
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+			continue
+		}
+		if w, ok := reflect.New(t).Interface().(wrapper); ok {
+			t = w.JSONValueType()
+			continue
+		}
+		break
+	}
+	from := c.dec.InputOffset()
+	_, custom := reflect.New(t).Interface().(json.Unmarshaler)
+	if t == rawMessageType || custom || t.Kind() == reflect.Interface {
+		// A payload, or a value that decodes itself: one value, any shape.
+		var raw json.RawMessage
+		if err := c.dec.Decode(&raw); err != nil {
+			return err
+		}
+		if c.holds(from) {
+			return c.invalidUTF8(field)
+		}
+		return nil
+	}
+	tok, err := c.dec.Token()
+	if err != nil {
+		return err
+	}
+	switch {
+	case tok == json.Delim('{') && (t.Kind() == reflect.Struct || t.Kind() == reflect.Map):
+		return c.object(t, field)
+	case tok == json.Delim('[') && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+		for i := 0; c.dec.More(); i++ {
+			if err := c.value(t.Elem(), fmt.Sprintf("%s[%d]", field, i)); err != nil {
+				return err
+			}
+		}
+		_, err := c.dec.Token()
+		return err
+	case tok == json.Delim('{') || tok == json.Delim('['):
+		return errStopCheck
+	}
+	if c.holds(from) {
+		return c.invalidUTF8(field)
+	}
+	return nil
+}
+
+// object checks the members of an object, after its '{'.
+func (c *memberChecker) object(t reflect.Type, field string) error {
+	var fields map[string]reflect.Type
+	if t.Kind() == reflect.Struct {
+		fields = jsonFields(t)
+	}
+	seen := map[string]bool{}
+	for c.dec.More() {
+		from := c.dec.InputOffset()
+		tok, err := c.dec.Token()
+		if err != nil {
+			return err
+		}
+		if c.holds(from) {
+			if field == "" {
+				return domain.Errorf(domain.CodeInvalidArgument, "a member name of the request body is not valid UTF-8")
+			}
+			return domain.Invalid(field, "has a member name that is not valid UTF-8")
+		}
+		name, _ := tok.(string)
+		child := name
+		if field != "" {
+			child = field + "." + name
+		}
+		elem := t
+		if fields != nil {
+			var ok bool
+			if elem, ok = fields[name]; !ok {
+				return domain.Invalid(child, "is not a known field")
+			}
+		} else {
+			elem = t.Elem()
+			child = fmt.Sprintf("%s[%q]", field, name)
+		}
+		if seen[name] {
+			return domain.Invalid(child, "is given twice")
+		}
+		seen[name] = true
+		if err := c.value(elem, child); err != nil {
+			return err
 		}
 	}
+	_, err := c.dec.Token()
+	return err
+}
+
+var jsonFieldsCache sync.Map // reflect.Type → map[string]reflect.Type
+
+// jsonFields maps the JSON member names of struct type t, as encoding/json
+// spells them (embedded structs' members included), to their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := jsonFieldsCache.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	m := map[string]reflect.Type{}
+	for _, f := range reflect.VisibleFields(t) {
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		switch {
+		case name == "-" || !f.IsExported() && !f.Anonymous:
+			continue
+		case f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct:
+			continue // its fields are visible fields of their own
+		case name == "":
+			name = f.Name
+		}
+		if len(f.Index) > 1 {
+			// A field of an embedded struct: encoding/json promotes only
+			// those of exported or untagged embedded structs.
+			if _, dup := m[name]; dup {
+				continue
+			}
+		}
+		m[name] = f.Type
+	}
+	jsonFieldsCache.Store(t, m)
+	return m
 }
 
 func decodeError(err error) error {

@@ -3,6 +3,7 @@ package domain
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"time"
 )
 
@@ -45,6 +46,10 @@ func (n *Nullable[T]) UnmarshalJSON(b []byte) error {
 	n.Value = &v
 	return nil
 }
+
+// JSONValueType is the type Nullable decodes its value into, for the
+// API's check of a body's member names.
+func (*Nullable[T]) JSONValueType() reflect.Type { return reflect.TypeFor[T]() }
 
 // TaskQueuePatch changes a queue's settings; what it leaves out stays.
 type TaskQueuePatch struct {
