@@ -10,8 +10,10 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/kagzi/kagzi/domain"
@@ -93,29 +95,23 @@ func decodeBody(body []byte, dst any) error {
 // replace with U+FFFD, or pass on inside a json.RawMessage), member names
 // that match a field only if case is ignored, and members given twice. It
 // walks every object of the request's own structs and maps; a free-form
-// payload (json.RawMessage) is skipped whole, as one value. Syntax and
-// type errors are left to the decoder, which names them better.
+// payload (json.RawMessage) is skipped whole, as one value. It checks the
+// kind and range of every scalar too, so that errors name nested fields
+// with their index ("workflows[3].start_delay_ms").
 func checkMembers(body []byte, t reflect.Type) error {
-	c := memberChecker{dec: json.NewDecoder(bytes.NewReader(body)), bad: -1}
+	c := memberChecker{dec: json.NewDecoder(bytes.NewReader(body)), body: body, bad: -1}
 	if !utf8.Valid(body) {
 		c.bad = int64(invalidUTF8At(body))
 	}
-	err := c.value(t, "")
-	switch {
-	case err == nil || errors.Is(err, errStopCheck):
-		if c.bad >= 0 {
-			return domain.Errorf(domain.CodeInvalidArgument, "the request body is not valid UTF-8 (byte %d)", c.bad)
-		}
-		return nil
-	case errors.As(err, new(*domain.Error)):
-		return err
+	c.dec.UseNumber()
+	switch err := c.value(t, ""); {
+	case err != nil:
+		return decodeError(err)
+	case c.bad >= 0:
+		return domain.Errorf(domain.CodeInvalidArgument, "the request body is not valid UTF-8 (byte %d)", c.bad)
 	}
-	return decodeError(err)
+	return nil
 }
-
-// errStopCheck ends a member check where the body does not have the shape
-// of its type: the decoder then reports the type error.
-var errStopCheck = errors.New("stop checking")
 
 // invalidUTF8At returns the offset of the first byte of b that is not
 // part of valid UTF-8.
@@ -131,7 +127,8 @@ func invalidUTF8At(b []byte) int {
 }
 
 type memberChecker struct {
-	dec *json.Decoder
+	dec  *json.Decoder
+	body []byte
 	// bad is the offset of the first invalid UTF-8 byte, or -1.
 	bad int64
 }
@@ -155,6 +152,50 @@ func (c *memberChecker) invalidUTF8(field string) error {
 	return domain.Invalid(field, "is not valid UTF-8")
 }
 
+// loneSurrogate reports whether the string token between from and the
+// decoder's position escapes half a UTF-16 surrogate pair ("\ud800"),
+// which encoding/json would decode as U+FFFD: a name must be what was
+// sent. (Payloads keep them: they are stored as sent.)
+func (c *memberChecker) loneSurrogate(from int64) bool {
+	raw := c.body[from:c.dec.InputOffset()]
+	for i := 0; i+1 < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		if raw[i+1] != 'u' {
+			i++ // an escaped character, such as \\
+			continue
+		}
+		r, ok := hex4(raw[i+2:])
+		switch {
+		case !ok:
+			continue
+		case utf16.IsSurrogate(r) && r < 0xdc00:
+			if len(raw) < i+12 || raw[i+6] != '\\' || raw[i+7] != 'u' {
+				return true
+			}
+			if lo, ok := hex4(raw[i+8:]); !ok || lo < 0xdc00 || lo > 0xdfff {
+				return true
+			}
+			i += 11
+		case utf16.IsSurrogate(r):
+			return true
+		default:
+			i += 5
+		}
+	}
+	return false
+}
+
+// hex4 reads the four hex digits of a \u escape.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[:4]), 16, 32)
+	return rune(n), err == nil
+}
+
 // value checks the next value of the body, to be decoded into t; field is
 // its name in errors.
 func (c *memberChecker) value(t reflect.Type, field string) error {
@@ -175,6 +216,10 @@ func (c *memberChecker) value(t reflect.Type, field string) error {
 		// A payload, or a value that decodes itself: one value, any shape.
 		var raw json.RawMessage
 		if err := c.dec.Decode(&raw); err != nil {
+			var syntax *json.SyntaxError
+			if errors.As(err, &syntax) && field != "" {
+				return domain.Invalid(field, "is not valid JSON: %v", err)
+			}
 			return err
 		}
 		if c.holds(from) {
@@ -186,10 +231,13 @@ func (c *memberChecker) value(t reflect.Type, field string) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case tok == json.Delim('{') && (t.Kind() == reflect.Struct || t.Kind() == reflect.Map):
+	if _, ok := tok.(string); ok && c.loneSurrogate(from) {
+		return domain.Invalid(field, "holds a \\u escape of half a UTF-16 surrogate pair, which is no character")
+	}
+	switch k := t.Kind(); {
+	case tok == json.Delim('{') && (k == reflect.Struct || k == reflect.Map):
 		return c.object(t, field)
-	case tok == json.Delim('[') && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
+	case tok == json.Delim('[') && (k == reflect.Slice || k == reflect.Array):
 		for i := 0; c.dec.More(); i++ {
 			if err := c.value(t.Elem(), fmt.Sprintf("%s[%d]", field, i)); err != nil {
 				return err
@@ -197,13 +245,80 @@ func (c *memberChecker) value(t reflect.Type, field string) error {
 		}
 		_, err := c.dec.Token()
 		return err
-	case tok == json.Delim('{') || tok == json.Delim('['):
-		return errStopCheck
 	}
 	if c.holds(from) {
 		return c.invalidUTF8(field)
 	}
-	return nil
+	return checkKind(t, tok, field)
+}
+
+// checkKind checks that a value that is not an object or array of the
+// expected type, tok, fits t: encoding/json would refuse it with an error
+// that names nested fields without their index ("workflows.input").
+// null always fits: it leaves the field as it is.
+func checkKind(t reflect.Type, tok json.Token, field string) error {
+	if tok == nil {
+		return nil
+	}
+	switch k := t.Kind(); {
+	case k == reflect.String:
+		if _, ok := tok.(string); ok {
+			return nil
+		}
+	case k == reflect.Bool:
+		if _, ok := tok.(bool); ok {
+			return nil
+		}
+	case reflect.Int <= k && k <= reflect.Int64:
+		n, ok := tok.(json.Number)
+		if !ok {
+			break
+		}
+		if _, err := strconv.ParseInt(string(n), 10, t.Bits()); err != nil {
+			lim := int64(1)<<(t.Bits()-1) - 1
+			return domain.Invalid(field, "must be an integer between %d and %d, not %s", -lim-1, lim, n)
+		}
+		return nil
+	case reflect.Uint <= k && k <= reflect.Uint64:
+		n, ok := tok.(json.Number)
+		if !ok {
+			break
+		}
+		if _, err := strconv.ParseUint(string(n), 10, t.Bits()); err != nil {
+			return domain.Invalid(field, "must be an integer between 0 and %d, not %s", uint64(1)<<t.Bits()-1, n)
+		}
+		return nil
+	case k == reflect.Float32 || k == reflect.Float64:
+		n, ok := tok.(json.Number)
+		if !ok {
+			break
+		}
+		if _, err := strconv.ParseFloat(string(n), t.Bits()); err != nil {
+			return domain.Invalid(field, "must be a number within a float%d's range, not %s", t.Bits(), n)
+		}
+		return nil
+	default:
+		return nil
+	}
+	return domain.Invalid(field, "must be %s, not %s", jsonKind(t.Kind().String()), tokenKind(tok))
+}
+
+// tokenKind says what a JSON token is, for errors.
+func tokenKind(tok json.Token) string {
+	switch v := tok.(type) {
+	case json.Delim:
+		if v == '{' {
+			return "an object"
+		}
+		return "an array"
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "the number " + string(v)
+	}
+	return "null"
 }
 
 // object checks the members of an object, after its '{'.
@@ -226,6 +341,9 @@ func (c *memberChecker) object(t reflect.Type, field string) error {
 			return domain.Invalid(field, "has a member name that is not valid UTF-8")
 		}
 		name, _ := tok.(string)
+		if c.loneSurrogate(from) {
+			return domain.Invalid(field, "has a member name with half a UTF-16 surrogate pair")
+		}
 		child := name
 		if field != "" {
 			child = field + "." + name

@@ -44,6 +44,11 @@ func TestDecodeBodyRefuses(t *testing.T) {
 		{"optional wrapper duplicate", newPatch, `{"cron":"* * * * *","cron":"* * * * *"}`, "cron"},
 		{"nullable wrapper duplicate", newQueuePatch, `{"max_concurrent":1,"max_concurrent":null}`, "max_concurrent"},
 		{"no member at all", newEmpty, `{"x":1}`, "x"},
+		{"lone high surrogate in a name", newStart, `{"workflow_type":"\ud800"}`, "workflow_type"},
+		{"lone low surrogate in a name", newStart, `{"workflow_type":"a\udc00"}`, "workflow_type"},
+		{"high surrogate without its pair", newStart, `{"workflow_type":"\ud800\u0041"}`, "workflow_type"},
+		{"lone surrogate in a label", newRegister, `{"task_queue":"q","labels":{"k":"\udbff"}}`, `labels["k"]`},
+		{"lone surrogate in a member name", newRegister, `{"task_queue":"q","labels":{"\udbff":"v"}}`, "labels"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,6 +81,15 @@ func TestDecodeBodyAccepts(t *testing.T) {
 	}
 	if got, want := string(req.Input), `{"a":1,"a":"\u0000","A":[{"b":{}}]}`; got != want {
 		t.Fatalf("input: got %s, want %s", got, want)
+	}
+	// A surrogate pair is a character; an escaped backslash is no escape;
+	// payloads keep what they were sent.
+	body = `{"workflow_type":"\ud83d\ude00 \\ud800","input":"\ud800"}`
+	if err := decodeBody([]byte(body), &req); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	if req.WorkflowType != "\U0001F600 \\ud800" || string(req.Input) != `"\ud800"` {
+		t.Fatalf("decode %s: got %q and %s", body, req.WorkflowType, req.Input)
 	}
 }
 

@@ -3,6 +3,7 @@ package domain
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"time"
 )
@@ -69,7 +70,7 @@ func (p TaskQueuePatch) Validate() error {
 			return err
 		}
 		if v != nil && (*v < 0 || *v > MaxConcurrencyLimit) {
-			return Invalid("workflow_type_limits", "the limit of %q must be between 0 and %d, or null", t, MaxConcurrencyLimit)
+			return Invalid(fmt.Sprintf("workflow_type_limits[%q]", t), "must be between 0 and %d, or null", MaxConcurrencyLimit)
 		}
 	}
 	return nil
