@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -120,7 +121,10 @@ var requestTypes = []struct {
 // FuzzDecodeBody feeds any bytes to the request decoder, as every request
 // type, and holds what it accepts to the contract: it never panics; it
 // refuses only with invalid_argument; what it accepts is valid UTF-8 whose
-// top-level member names are the type's own, exactly and once each; and
+// top-level member names are the type's own, exactly and once each, and
+// which an independent walk with encoding/json's tokenizer finds free of
+// duplicate, case-variant and unknown members and of lone surrogates in
+// names at every level of the request (strictOracle); and
 // the decoded value re-encodes to a body that decodes to the same value.
 func FuzzDecodeBody(f *testing.F) {
 	for _, s := range []string{
@@ -150,6 +154,9 @@ func FuzzDecodeBody(f *testing.F) {
 			t.Fatalf("decode accepted invalid UTF-8: %q", body)
 		}
 		checkTopLevelMembers(t, body, reflect.TypeOf(dst).Elem())
+		if err := strictOracle(body, reflect.TypeOf(dst)); err != nil {
+			t.Fatalf("decode accepted %q, which %v", body, err)
+		}
 		if !typ.roundTrips {
 			return
 		}
@@ -237,4 +244,83 @@ func BenchmarkDecodeBody(b *testing.B) {
 			}
 		}
 	})
+}
+
+// strictOracle walks body with encoding/json's tokenizer along type t, and
+// reports the first member, at any level of the request's own structs and
+// maps (payloads are any JSON), that is unknown, differs in case from its
+// field, is given twice, or is a string escaping half a surrogate pair.
+// It is the decoder's check written another way, for the fuzz target.
+func strictOracle(body []byte, t reflect.Type) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var walk func(t reflect.Type, path string) error
+	walk = func(t reflect.Type, path string) error {
+		for {
+			if t.Kind() == reflect.Pointer {
+				t = t.Elem()
+			} else if w, ok := reflect.New(t).Interface().(wrapper); ok {
+				t = w.JSONValueType()
+			} else {
+				break
+			}
+		}
+		if _, custom := reflect.New(t).Interface().(json.Unmarshaler); custom || t == rawMessageType {
+			var raw json.RawMessage
+			return dec.Decode(&raw)
+		}
+		from := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				kfrom := dec.InputOffset()
+				ktok, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				if loneSurrogate(body[kfrom:dec.InputOffset()]) {
+					return fmt.Errorf("has a lone surrogate in a member name of %s", path)
+				}
+				name := ktok.(string)
+				elem := t.Elem
+				if t.Kind() == reflect.Struct {
+					f, ok := jsonFields(t)[name]
+					if !ok {
+						return fmt.Errorf("has the unknown member %s.%q", path, name)
+					}
+					elem = func() reflect.Type { return f }
+				}
+				if seen[name] {
+					return fmt.Errorf("has %s.%q twice", path, name)
+				}
+				seen[name] = true
+				if err := walk(elem(), path+"."+name); err != nil {
+					return err
+				}
+			}
+			_, err := dec.Token()
+			return err
+		case json.Delim('['):
+			for i := 0; dec.More(); i++ {
+				if err := walk(t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+			_, err := dec.Token()
+			return err
+		}
+		if _, ok := tok.(string); ok && loneSurrogate(body[from:dec.InputOffset()]) {
+			return fmt.Errorf("has a lone surrogate in %s", path)
+		}
+		return nil
+	}
+	return walk(t, "")
 }
