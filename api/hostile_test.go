@@ -143,7 +143,7 @@ var bodyRoutes = map[string]bodyRoute{
 			return map[string]any{"worker_id": f.workerID, "max_tasks": 1, "wait_ms": 0, "workflow_types": []any{"w"}}
 		},
 		limit: 64 << 10,
-		slots: []slot{{uuidSlot, "worker_id"}, {intSlot, "max_tasks"}, {nameSlot, "workflow_types.0"}},
+		slots: []slot{{uuidSlot, "worker_id"}, {intSlot, "max_tasks"}, {intSlot, "wait_ms"}, {nameSlot, "workflow_types.0"}},
 	},
 	"POST /v1/namespaces/{namespace}/workers": {
 		base: func(*fixtures) map[string]any {
