@@ -269,6 +269,12 @@ func newQuery(r *http.Request, known ...string) (query, error) {
 	return q, nil
 }
 
+// noQuery refuses every query parameter, for the routes that take none.
+func noQuery(r *http.Request) error {
+	_, err := newQuery(r)
+	return err
+}
+
 func (q query) get(name string) string { return q.values.Get(name) }
 
 // int reads an integer parameter within [min, max], or def when absent.

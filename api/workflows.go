@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -101,11 +102,14 @@ func (s *Server) getWorkflow(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	waitMS, err := q.int("wait_ms", 0, 0, 1<<53)
+	waitMS, err := q.int("wait_ms", 0, 0, math.MaxInt64)
 	if err != nil {
 		return err
 	}
-	wait := min(time.Duration(waitMS)*time.Millisecond, s.Limits.MaxWait)
+	wait, err := domain.WaitMS("wait_ms", waitMS, s.Limits.MaxWait)
+	if err != nil {
+		return err
+	}
 	var changed <-chan struct{}
 	if wait > 0 {
 		// Watch before reading, so that a change between the read and the
@@ -203,6 +207,9 @@ type stepsResponse struct {
 }
 
 func (s *Server) listSteps(w http.ResponseWriter, r *http.Request) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	steps, err := s.Workflows.ListSteps(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "run_id"))
 	if err != nil {
 		return err

@@ -931,7 +931,7 @@ func TestErrorCodes(t *testing.T) {
 		{"workflow_type over 256 bytes", "POST", start, map[string]any{"workflow_type": strings.Repeat("é", 129)}, nil, 400, "invalid_argument", "workflow_type"},
 		{"bad task_queue", "POST", start, `{"workflow_type":"x","task_queue":"bad name!"}`, nil, 400, "invalid_argument", "task_queue"},
 		{"empty external_id", "POST", start, `{"workflow_type":"x","external_id":""}`, nil, 400, "invalid_argument", "external_id"},
-		{"control character in version", "POST", start, `{"workflow_type":"x","version":"1\n2"}`, nil, 400, "invalid_argument", "version"},
+		{"NUL in version", "POST", start, `{"workflow_type":"x","version":"1\u00002"}`, nil, 400, "invalid_argument", "version"},
 		{"bad namespace", "POST", "/v1/namespaces/bad%20name%21/workflows", `{"workflow_type":"x"}`, nil, 400, "invalid_argument", "namespace"},
 		{"bad namespace on a list", "GET", "/v1/namespaces/-dash/workflows", nil, nil, 400, "invalid_argument", "namespace"},
 		{"namespace over 63 characters", "GET", "/v1/namespaces/" + strings.Repeat("n", 64) + "/workflows", nil, nil, 400, "invalid_argument", "namespace"},

@@ -2,7 +2,8 @@ package domain
 
 import (
 	"encoding/json"
-	"strings"
+	"fmt"
+	"math"
 	"time"
 )
 
@@ -84,10 +85,18 @@ func (r RegisterWorker) Validate() (Worker, error) {
 	if w.WorkflowTypes == nil {
 		w.WorkflowTypes = []string{}
 	}
-	for field, v := range map[string]*string{"hostname": r.Hostname, "version": r.Version} {
-		if v != nil && (len(*v) > MaxNameBytes || strings.ContainsFunc(*v, isControl)) {
-			return w, Invalid(field, "must be at most %d bytes with no control characters", MaxNameBytes)
+	for _, f := range []struct {
+		field string
+		v     *string
+	}{{"hostname", r.Hostname}, {"version", r.Version}} {
+		if f.v != nil {
+			if err := ValidateText(f.field, *f.v, MaxNameBytes); err != nil {
+				return w, err
+			}
 		}
+	}
+	if r.PID != nil && (*r.PID < 0 || *r.PID > math.MaxInt32) {
+		return w, Invalid("pid", "must be between 0 and %d", math.MaxInt32)
 	}
 	if r.MaxConcurrent != nil {
 		if *r.MaxConcurrent < 1 || *r.MaxConcurrent > MaxWorkerConcurrent {
@@ -101,6 +110,12 @@ func (r RegisterWorker) Validate() (Worker, error) {
 	for k, v := range r.Labels {
 		if k == "" || len(k) > MaxLabelBytes || len(v) > MaxLabelBytes {
 			return w, Invalid("labels", "keys must be 1 to %d bytes and values at most %d", MaxLabelBytes, MaxLabelBytes)
+		}
+		if err := ValidateName("labels", k); err != nil {
+			return w, Invalid("labels", "key %q must not contain control characters", k)
+		}
+		if err := ValidateText(fmt.Sprintf("labels[%q]", k), v, MaxLabelBytes); err != nil {
+			return w, err
 		}
 	}
 	if w.Labels == nil {
@@ -148,8 +163,8 @@ func (h *HeldRunIDs) UnmarshalJSON(b []byte) error {
 // Validate checks h.
 func (h WorkerHeartbeat) Validate() error {
 	switch {
-	case h.ActiveCount < 0:
-		return Invalid("active_count", "must not be negative")
+	case h.ActiveCount < 0 || h.ActiveCount > math.MaxInt32:
+		return Invalid("active_count", "must be between 0 and %d", math.MaxInt32)
 	case h.CompletedDelta < 0:
 		return Invalid("completed_delta", "must not be negative")
 	case h.FailedDelta < 0:
