@@ -47,8 +47,13 @@ func TestMigrateUpDownUp(t *testing.T) {
 	}
 	assertMigrated(t, ctx, mg, conn)
 
-	if err := mg.Steps(ctx, -int(migrations.Latest())); err != nil {
-		t.Fatalf("Steps(-%d): %v", migrations.Latest(), err)
+	// Versions may skip numbers: count the migrations, not the latest.
+	ups, err := fs.Glob(migrations.FS, "*.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.Steps(ctx, -len(ups)); err != nil {
+		t.Fatalf("Steps(-%d): %v", len(ups), err)
 	}
 	if v, dirty, err := mg.Version(ctx); err != nil || v != 0 || dirty {
 		t.Fatalf("after full down: Version() = %d, dirty %v, %v; want 0, false, nil", v, dirty, err)
