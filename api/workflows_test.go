@@ -857,8 +857,8 @@ func TestListSteps(t *testing.T) {
 	e := newEnv(t)
 	empty := e.start(t, "x", nil)
 	r := e.do(t, http.MethodGet, runPath(empty.RunID)+"/steps", nil).wantStatus(t, http.StatusOK)
-	if got := string(bytes.TrimSpace(r.body)); got != `{"steps":[]}` {
-		t.Errorf("steps of a run with none: got %s, want {\"steps\":[]}", got)
+	if got := string(bytes.TrimSpace(r.body)); got != `{"steps":[],"next_cursor":null}` {
+		t.Errorf("steps of a run with none: got %s, want {\"steps\":[],\"next_cursor\":null}", got)
 	}
 	e.do(t, http.MethodGet, runPath("0190a5d0-ac96-774b-bcce-b302099a8057")+"/steps", nil).wantProblem(t, http.StatusNotFound, "not_found", "")
 	e.do(t, http.MethodGet, "/v1/namespaces/other/workflows/"+empty.RunID+"/steps", nil).wantProblem(t, http.StatusNotFound, "not_found", "")
