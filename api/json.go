@@ -669,10 +669,10 @@ func encodeCursor(key string) *string {
 	return &c
 }
 
-// decodeCursor reverses encodeCursor; keys are UUIDs.
-func decodeCursor(c string) (string, error) {
+// decodeCursor reverses encodeCursor, for a list whose keys valid accepts.
+func decodeCursor(c string, valid func(string) bool) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || !domain.IsUUID(string(b)) {
+	if err != nil || !valid(string(b)) {
 		return "", domain.Invalid("cursor", "is not a cursor this server issued")
 	}
 	return string(b), nil

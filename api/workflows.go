@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -203,20 +204,35 @@ func (s *Server) cancelWorkflow(w http.ResponseWriter, r *http.Request) error {
 }
 
 type stepsResponse struct {
-	Steps []domain.Step `json:"steps"`
+	Steps      []domain.Step `json:"steps"`
+	NextCursor *string       `json:"next_cursor"`
+}
+
+// isStepKey reports whether key can be a step list's key: a step's seq,
+// a positive integer in decimal.
+func isStepKey(key string) bool {
+	n, err := strconv.ParseInt(key, 10, 64)
+	return err == nil && n > 0 && strconv.FormatInt(n, 10) == key
 }
 
 func (s *Server) listSteps(w http.ResponseWriter, r *http.Request) error {
-	if err := noQuery(r); err != nil {
+	q, err := newQuery(r, "limit", "cursor")
+	if err != nil {
 		return err
 	}
-	steps, err := s.Workflows.ListSteps(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "run_id"))
+	// Without a limit, as many as a page can hold: clients from before
+	// steps were paginated read them all in one answer up to that.
+	page, err := q.pageOf(domain.MaxPageLimit, isStepKey)
+	if err != nil {
+		return err
+	}
+	steps, next, err := s.Workflows.ListSteps(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "run_id"), page)
 	if err != nil {
 		return err
 	}
 	if steps == nil {
 		steps = []domain.Step{}
 	}
-	writeJSON(w, http.StatusOK, stepsResponse{Steps: steps})
+	writeJSON(w, http.StatusOK, stepsResponse{Steps: steps, NextCursor: encodeCursor(next)})
 	return nil
 }
