@@ -154,9 +154,11 @@ var bodyRoutes = map[string]bodyRoute{
 			{intSlot, "max_concurrent"}, {textSlot, "labels.k"}, {nameSlot, "workflow_types.0"}},
 	},
 	"POST /v1/namespaces/{namespace}/workers/{worker_id}/heartbeat": {
-		base:  func(*fixtures) map[string]any { return map[string]any{"active_count": 0} },
-		limit: 64 << 10,
-		slots: []slot{{intSlot, "active_count"}, {intSlot, "completed_delta"}, {intSlot, "failed_delta"}},
+		base: func(*fixtures) map[string]any {
+			return map[string]any{"active_count": 0, "run_ids": []any{"01900000-0000-7000-8000-000000000001"}}
+		},
+		limit: 512 << 10,
+		slots: []slot{{intSlot, "active_count"}, {intSlot, "completed_delta"}, {intSlot, "failed_delta"}, {uuidSlot, "run_ids.0"}},
 	},
 	"POST /v1/namespaces/{namespace}/workers/{worker_id}/drain": {
 		base: func(*fixtures) map[string]any { return map[string]any{} }, limit: 1 << 10,

@@ -364,7 +364,7 @@ func TestWorkerHeartbeatRunIDs(t *testing.T) {
 	}{
 		"null":      {`{"active_count": 1, "run_ids": null}`, "run_ids"},
 		"not a run": {`{"run_ids": ["` + held.RunID + `", "r-1"]}`, "run_ids[1]"},
-		"not ids":   {`{"run_ids": [1]}`, "run_ids"},
+		"not ids":   {`{"run_ids": [1]}`, "run_ids[0]"},
 		"an object": {`{"run_ids": {}}`, "run_ids"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -139,7 +139,7 @@ type WorkerHeartbeat struct {
 	ActiveCount    int        `json:"active_count"`
 	CompletedDelta int64      `json:"completed_delta"`
 	FailedDelta    int64      `json:"failed_delta"`
-	RunIDs         HeldRunIDs `json:"run_ids"`
+	RunIDs         HeldRunIDs `json:"run_ids,omitzero"`
 }
 
 // MaxHeartbeatRuns bounds the run_ids of one worker heartbeat: a worker
@@ -154,10 +154,27 @@ type HeldRunIDs struct {
 	IDs []string // nil when the member was null
 }
 
+// MarshalJSON writes the IDs as sent; a heartbeat without the member
+// leaves it out (omitzero).
+func (h HeldRunIDs) MarshalJSON() ([]byte, error) { return json.Marshal(h.IDs) }
+
 // UnmarshalJSON records that the member was sent, null included.
 func (h *HeldRunIDs) UnmarshalJSON(b []byte) error {
 	h.Set = true
-	return json.Unmarshal(b, &h.IDs)
+	var items []json.RawMessage
+	if err := json.Unmarshal(b, &items); err != nil {
+		return Invalid("run_ids", "must be an array of run IDs")
+	}
+	if items == nil {
+		return nil
+	}
+	h.IDs = make([]string, len(items))
+	for i, item := range items {
+		if err := json.Unmarshal(item, &h.IDs[i]); err != nil {
+			return Invalid("run_ids["+itoa(i)+"]", "must be a run ID (a UUID)")
+		}
+	}
+	return nil
 }
 
 // Validate checks h.
