@@ -112,6 +112,7 @@ func NewServer(cfg Config) *Server {
 		Workers:    store,
 		TaskQueues: store,
 		Schedules:  store,
+		RunOps:     store,
 		Claimer:    dist,
 		Watcher:    listener,
 		Ready:      readyCheck(store, listener, logger),

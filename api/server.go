@@ -70,6 +70,11 @@ type Config struct {
 	Metrics    http.Handler
 	RunMetrics *Metrics
 	OpenAPI    []byte
+
+	// RunOps serves the run operations for people and dashboards.
+	RunOps RunOpsStore
+	// AllowedNamespaces, when set, limits GET /v1/namespaces per caller.
+	AllowedNamespaces AllowedNamespaces
 }
 
 // Server serves the Kagzi HTTP API.
@@ -160,6 +165,7 @@ func (s *Server) routes() chi.Router {
 	}
 	r.Route("/v1", func(r chi.Router) {
 		r.Get("/info", s.info)
+		r.Get("/namespaces", s.h(s.listNamespaces))
 		r.Route("/namespaces/{namespace}", func(r chi.Router) {
 			r.Use(s.validNamespace)
 			r.Route("/workflows", func(r chi.Router) {
@@ -171,6 +177,7 @@ func (s *Server) routes() chi.Router {
 					r.Use(s.validUUIDParam("run_id"))
 					r.Get("/", s.h(s.getWorkflow))
 					r.Post("/cancel", s.h(s.cancelWorkflow))
+					r.Post("/retry", s.h(s.retryWorkflow))
 					r.Get("/steps", s.h(s.listSteps))
 					// A worker's calls on the run it claimed.
 					r.Post("/heartbeat", s.h(s.heartbeatRun))
@@ -182,6 +189,8 @@ func (s *Server) routes() chi.Router {
 					r.Post("/steps/{step}/fail", s.h(s.failStep))
 				})
 			})
+			r.Get("/stats", s.h(s.stats))
+			r.Get("/workflow-types", s.h(s.listWorkflowTypes))
 			r.Get("/task-queues", s.h(s.listTaskQueues))
 			r.Patch("/task-queues/{queue}", s.h(s.patchTaskQueue))
 			// Long polls: kept out of any timeout middleware.
@@ -205,6 +214,7 @@ func (s *Server) routes() chi.Router {
 					r.Get("/", s.h(s.getSchedule))
 					r.Patch("/", s.h(s.updateSchedule))
 					r.Delete("/", s.h(s.deleteSchedule))
+					r.Post("/trigger", s.h(s.triggerSchedule))
 				})
 			})
 		})

@@ -596,7 +596,11 @@ func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e
 		if err != nil {
 			return err
 		}
-		retry, delay := policy.Decide(attempt, e)
+		var base int // the policy bounds the attempts since the last manual retry
+		if err := tx.QueryRow(ctx, attemptBaseSQL, runID).Scan(&base); err != nil {
+			return err
+		}
+		retry, delay := policy.Decide(attempt-base, e)
 		err = scanRun(tx.QueryRow(ctx, endAttemptSQL, runID, retry, delay.Milliseconds(), e),
 			&run, &run.Input, &run.Output, nil)
 		if err != nil {
@@ -613,8 +617,11 @@ func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e
 	return run, err
 }
 
+const attemptBaseSQL = `SELECT attempt_base FROM workflow_runs WHERE run_id = $1`
+
+// expiredLeasesSQL counts each run's attempts since its last manual retry.
 const expiredLeasesSQL = `
-SELECT run_id, attempt, retry_policy FROM workflow_runs
+SELECT run_id, attempt - attempt_base, retry_policy FROM workflow_runs
 WHERE status = 'running' AND lease_expires_at <= now()
 ORDER BY lease_expires_at
 LIMIT $1
