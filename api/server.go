@@ -75,6 +75,9 @@ type Config struct {
 	RunOps RunOpsStore
 	// AllowedNamespaces, when set, limits GET /v1/namespaces per caller.
 	AllowedNamespaces AllowedNamespaces
+	// UI, when set, serves the dashboard's files under /ui/, open: its
+	// data comes through the API, with the user's key.
+	UI http.Handler
 }
 
 // Server serves the Kagzi HTTP API.
@@ -160,6 +163,10 @@ func (s *Server) routes() chi.Router {
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	r.Get("/openapi.yaml", s.openapi)
+	if s.UI != nil {
+		r.Get("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently).ServeHTTP)
+		r.Handle("/ui/*", s.UI)
+	}
 	if s.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", s.Metrics)
 	}
