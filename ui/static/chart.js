@@ -33,8 +33,9 @@ export function lineChart(buckets, series, { width = 720, height = 200 } = {}) {
   for (let t = 0; t < ticks; t++) {
     const i = Math.round((t * (buckets.length - 1)) / Math.max(1, ticks - 1));
     const d = new Date(buckets[i].start);
-    const label = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    svg.append(el('text', { x: x(i), y: height - 8, class: 'axis', 'text-anchor': 'middle' }, label));
+    const label = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    const anchor = t === 0 ? 'start' : t === ticks - 1 ? 'end' : 'middle';
+    svg.append(el('text', { x: x(i), y: height - 8, class: 'axis', 'text-anchor': anchor }, label));
   }
   for (const s of series) {
     const points = buckets.map((b, i) => `${x(i).toFixed(1)},${y(b[s.key]).toFixed(1)}`).join(' ');
@@ -44,7 +45,7 @@ export function lineChart(buckets, series, { width = 720, height = 200 } = {}) {
   const colW = buckets.length ? w / buckets.length : w;
   buckets.forEach((b, i) => {
     const r = el('rect', { x: x(i) - colW / 2, y: pad.top, width: colW, height: h, class: 'hit' });
-    const when = new Date(b.start).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const when = new Date(b.start).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
     r.append(el('title', {}, when + ' — ' + series.map((s) => `${s.label}: ${b[s.key]}`).join(', ')));
     svg.append(r);
   });
