@@ -382,11 +382,13 @@ async function render(clearFlash = true) {
     if (seq !== renderSeq) return; // a newer render has begun
     main.replaceChildren(...content.flat().filter(Boolean));
     main.dataset.page = page;
+    main.dataset.hash = location.hash;
   } catch (err) {
     if (seq !== renderSeq) return;
     main.replaceChildren(h('h1', {}, 'Could not load this page'), h('p', { class: 'err', role: 'alert' }, errorText(err)),
       err instanceof ApiError && err.status === 401 ? h('p', {}, h('a', { href: link('key') }, 'Enter a key.')) : null);
     main.dataset.page = page;
+    main.dataset.hash = location.hash;
   }
   if (page === 'overview') {
     refreshTimer = setInterval(() => {
