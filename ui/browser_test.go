@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -289,5 +292,57 @@ func TestDashboardInBrowser(t *testing.T) {
 	e.run("read the error", chromedp.Text("main", &text, chromedp.ByQuery))
 	if strings.Contains(text, "{") {
 		t.Errorf("the error page shows JSON: %s", text)
+	}
+}
+
+// TestDashboardKey checks the dashboard's side of authentication: without
+// a key it says one is needed, a wrong key is told apart, and the key
+// entered on the Key page is sent as a bearer token. The server here sits
+// behind a proxy that wants one key, standing in for the server's own key
+// check.
+func TestDashboardKey(t *testing.T) {
+	e := newBrowserEnv(t)
+	runID := e.start("e2e-keyed", "e2e")
+	target, err := url.Parse(e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	const secret = "kagzi-test-secret"
+	guarded := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/v1/info" &&
+			r.Header.Get("Authorization") != "Bearer "+secret {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"type":"about:blank","title":"Unauthorized","status":401,"code":"unauthenticated","detail":"the API key is missing or wrong"}`)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(guarded.Close)
+	e.srv = &testserver.Server{URL: guarded.URL}
+
+	e.open("/runs?ns=default", "runs")
+	e.waitText("The server needs an API key. Enter one on the Key page.")
+	e.screenshot("key-missing")
+
+	enterKey := func(key string) {
+		e.open("/key?ns=default", "key")
+		e.run("enter a key", chromedp.SetValue(`#key`, key, chromedp.ByQuery),
+			chromedp.Click(`//button[text()="Use this key"]`, chromedp.BySearch))
+		e.waitText("The key is kept for this browser session only.")
+	}
+	enterKey("wrong-key")
+	e.open("/runs?ns=default", "runs")
+	e.waitText("The server refused the API key: it is unknown, revoked or expired.")
+
+	enterKey(secret)
+	e.open("/runs?ns=default", "runs")
+	e.waitText(runID)
+	var stored string
+	e.run("read the stored key", chromedp.Evaluate(`sessionStorage.getItem('kagzi.apiKey')`, &stored))
+	if stored != secret {
+		t.Errorf("sessionStorage holds %q, want the key entered", stored)
 	}
 }
