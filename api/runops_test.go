@@ -368,3 +368,38 @@ func TestWorkflowTypesAndNamespaces(t *testing.T) {
 	}
 	e.do(t, http.MethodGet, "/v1/namespaces/bad%20ns/workflow-types", nil).wantProblem(t, http.StatusBadRequest, "invalid_argument", "namespace")
 }
+
+// Retries racing for one run: exactly one wins, the others are conflicts.
+func TestConcurrentRetries(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	run := e.start(t, "order", map[string]any{"task_queue": "retry-race"})
+	e.do(t, http.MethodPost, runPath(run.RunID)+"/cancel", nil).wantStatus(t, http.StatusOK)
+	const n = 8
+	codes := make(chan int, n)
+	for range n {
+		go func() {
+			r, err := e.try(http.MethodPost, retryPath(run.RunID), nil)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			codes <- r.status
+		}()
+	}
+	counts := map[int]int{}
+	for range n {
+		select {
+		case c := <-codes:
+			counts[c]++
+		case <-time.After(10 * time.Second):
+			t.Fatal("a retry did not answer within 10s")
+		}
+	}
+	if counts[http.StatusOK] != 1 || counts[http.StatusConflict] != n-1 {
+		t.Fatalf("answers %v; want one 200 and %d 409", counts, n-1)
+	}
+	if got := e.get(t, run.RunID); got.Status != "pending" || got.Attempt != 0 {
+		t.Fatalf("after the race: %+v", got)
+	}
+}

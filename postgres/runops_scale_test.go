@@ -125,3 +125,55 @@ func planCost(t *testing.T, plan string) float64 {
 	}
 	return cost
 }
+
+// A caller limited to some namespaces sees those in use among them only;
+// nil means every namespace.
+func TestListNamespacesAllowed(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	s := postgres.NewStore(pool, 0)
+	ctx := context.Background()
+	for _, ns := range []string{"alpha", "beta", "gamma"} {
+		n, err := domain.StartRequest{WorkflowType: "w"}.Validate(domain.PayloadLimits{MaxBytes: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.StartRun(ctx, ns, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func(allowed []string, page domain.Page) ([]string, string) {
+		t.Helper()
+		list, next, err := s.ListNamespaces(ctx, allowed, page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, n := range list {
+			if n.Pending != 1 {
+				t.Errorf("namespace %s: %d pending, want 1", n.Name, n.Pending)
+			}
+			out = append(out, n.Name)
+		}
+		return out, next
+	}
+	for _, tc := range []struct {
+		allowed []string
+		page    domain.Page
+		want    string
+		next    string
+	}{
+		{nil, domain.Page{Limit: 10}, "alpha,beta,gamma", ""},
+		{nil, domain.Page{Limit: 2}, "alpha,beta", "beta"},
+		{nil, domain.Page{Limit: 2, After: "beta"}, "gamma", ""},
+		{[]string{"gamma", "alpha", "unused"}, domain.Page{Limit: 10}, "alpha,gamma", ""},
+		{[]string{"gamma", "alpha"}, domain.Page{Limit: 1}, "alpha", "alpha"},
+		{[]string{"gamma", "alpha"}, domain.Page{Limit: 1, After: "alpha"}, "gamma", ""},
+		{[]string{}, domain.Page{Limit: 10}, "", ""},
+	} {
+		got, next := names(tc.allowed, tc.page)
+		if strings.Join(got, ",") != tc.want || next != tc.next {
+			t.Errorf("ListNamespaces(%v, %+v) = %v, %q; want %s, %q", tc.allowed, tc.page, got, next, tc.want, tc.next)
+		}
+	}
+}
