@@ -221,7 +221,9 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Cancel another.
 	e.open("/run/"+waiting+"?ns=default", "run")
-	e.run("cancel", chromedp.Click(`//button[text()="Cancel run"]`, chromedp.BySearch))
+	// By keyboard: focus the button, press Enter.
+	e.run("cancel", chromedp.Focus(`//button[text()="Cancel run"]`, chromedp.BySearch),
+		chromedp.KeyEvent("\r"))
 	e.waitText("Cancel the run done.")
 	if got := e.status(waiting); got != "cancelled" {
 		t.Fatalf("after Cancel: status %s, want cancelled", got)
@@ -281,6 +283,14 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// The overview: queues and the chart of the last hour.
 	e.open("/overview?ns=default", "overview")
+	// After a page change the focus is on the page's content: the first Tab
+	// reaches its first link (the first queue), not the navigation.
+	var focused string
+	e.run("tab", chromedp.KeyEvent("\t"),
+		chromedp.Evaluate(`document.activeElement.closest('main') ? document.activeElement.textContent : ''`, &focused))
+	if focused != "e2e" {
+		t.Errorf("a Tab focuses %q, want the first queue's link in the page", focused)
+	}
 	e.run("chart", chromedp.WaitVisible(`svg.chart polyline`, chromedp.ByQuery))
 	e.waitText("e2e-mail")
 	e.screenshot("overview")
