@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"net/http"
 
@@ -79,23 +78,10 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// namePage reads limit and cursor of a list keyed by names, which valid
-// checks: a cursor holding anything else was not issued by this server.
-func namePage(q query, valid func(string) error) (domain.Page, error) {
-	limit, err := q.int("limit", domain.DefaultPageLimit, 1, domain.MaxPageLimit)
-	if err != nil {
-		return domain.Page{}, err
-	}
-	p := domain.Page{Limit: int(limit)}
-	if c := q.get("cursor"); c != "" {
-		b, err := base64.RawURLEncoding.DecodeString(c)
-		if err != nil || valid(string(b)) != nil {
-			return p, domain.Invalid("cursor", "is not a cursor this server issued")
-		}
-		p.After = string(b)
-	}
-	return p, nil
-}
+// isTypeKey reports whether key can be a workflow type, as a cursor of
+// the workflow-type list holds; namespace cursors are checked like queue
+// names (isQueueKey), which follow the same rule.
+func isTypeKey(key string) bool { return domain.ValidateName("cursor", key) == nil }
 
 type workflowTypesResponse struct {
 	WorkflowTypes []domain.WorkflowTypeSummary `json:"workflow_types"`
@@ -107,7 +93,7 @@ func (s *Server) listWorkflowTypes(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	page, err := namePage(q, func(v string) error { return domain.ValidateName("cursor", v) })
+	page, err := q.pageOf(domain.DefaultPageLimit, isTypeKey)
 	if err != nil {
 		return err
 	}
@@ -132,7 +118,7 @@ func (s *Server) listNamespaces(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	page, err := namePage(q, func(v string) error { return domain.ValidateIdent("cursor", v) })
+	page, err := q.pageOf(domain.DefaultPageLimit, isQueueKey)
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,9 @@ func (s *Server) registerWorker(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	worker, err := s.Workers.GetWorker(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "worker_id"))
 	if err != nil {
 		return err
@@ -120,6 +123,9 @@ func (s *Server) drainWorker(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deregisterWorker(w http.ResponseWriter, r *http.Request) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	worker, err := s.Workers.DeregisterWorker(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "worker_id"))
 	if err != nil {
 		return err

@@ -151,7 +151,7 @@ func TestRegisterWorkerValidation(t *testing.T) {
 		{"max_concurrent not an integer", `{"task_queue": "q", "max_concurrent": 1.5}`, "max_concurrent"},
 		{"empty label key", map[string]any{"task_queue": "q", "labels": map[string]string{"": "v"}}, "labels"},
 		{"label value too long", map[string]any{"task_queue": "q", "labels": map[string]string{"k": strings.Repeat("v", 257)}}, "labels"},
-		{"label not a string", `{"task_queue": "q", "labels": {"k": 1}}`, "labels"},
+		{"label not a string", `{"task_queue": "q", "labels": {"k": 1}}`, `labels["k"]`},
 		{"empty workflow type", map[string]any{"task_queue": "q", "workflow_types": []string{"a", ""}}, "workflow_types[1]"},
 		{"unknown field", map[string]any{"task_queue": "q", "queue": "q"}, "queue"},
 	} {
@@ -364,7 +364,7 @@ func TestWorkerHeartbeatRunIDs(t *testing.T) {
 	}{
 		"null":      {`{"active_count": 1, "run_ids": null}`, "run_ids"},
 		"not a run": {`{"run_ids": ["` + held.RunID + `", "r-1"]}`, "run_ids[1]"},
-		"not ids":   {`{"run_ids": [1]}`, "run_ids"},
+		"not ids":   {`{"run_ids": [1]}`, "run_ids[0]"},
 		"an object": {`{"run_ids": {}}`, "run_ids"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -138,7 +138,9 @@ func (s *Store) workerStateError(ctx context.Context, namespace, workerID string
 const workerHeartbeatSQL = `
 WITH w AS (
 	UPDATE workers SET last_heartbeat_at = now(), active_count = $3,
-		total_completed = total_completed + $4, total_failed = total_failed + $5
+		-- The counters saturate rather than overflow.
+		total_completed = total_completed + LEAST($4, 9223372036854775807 - total_completed),
+		total_failed = total_failed + LEAST($5, 9223372036854775807 - total_failed)
 	WHERE namespace = $1 AND worker_id = $2 AND status <> 'offline'
 	RETURNING status
 ), held AS (
