@@ -403,3 +403,32 @@ func TestConcurrentRetries(t *testing.T) {
 		t.Fatalf("after the race: %+v", got)
 	}
 }
+
+// A step that used up its attempts before a retry gets its policy's
+// attempts again after it, as the run does.
+func TestRetryRunGrantsStepAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	run, task := e.startClaimed(t, "order", map[string]any{"task_queue": "retry-step",
+		"retry_policy": map[string]any{"max_attempts": 2, "initial_interval_ms": 1}})
+	flaky := map[string]any{"message": "flaky"}
+	e.begin(t, run.RunID, "ship", lease(task.LeaseID))
+	if f := e.failStep(t, run.RunID, task.LeaseID, "ship", flaky); !f.RetryScheduled {
+		t.Fatalf("first failure of the step: no retry scheduled")
+	}
+	task = e.claimOne(t, "retry-step", 5*time.Second)
+	e.begin(t, run.RunID, "ship", lease(task.LeaseID))
+	if f := e.failStep(t, run.RunID, task.LeaseID, "ship", flaky); f.RetryScheduled {
+		t.Fatalf("second failure of the step: a retry scheduled beyond max_attempts 2")
+	}
+	e.runCall(t, run.RunID, "fail", lease(task.LeaseID, "error", map[string]any{"message": "ship failed", "non_retryable": true}))
+
+	e.retryRun(t, run.RunID)
+	task = e.claimOne(t, "retry-step", 5*time.Second)
+	if b := e.begin(t, run.RunID, "ship", lease(task.LeaseID)); !b.ShouldExecute {
+		t.Fatalf("begin after the retry: should_execute false")
+	}
+	if f := e.failStep(t, run.RunID, task.LeaseID, "ship", flaky); !f.RetryScheduled {
+		t.Fatalf("first failure of the step after the retry: no retry scheduled, want max_attempts counted from the retry")
+	}
+}

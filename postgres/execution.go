@@ -105,6 +105,8 @@ func (s *Store) HeartbeatRun(ctx context.Context, namespace, runID, leaseID stri
 const latestStepSQL = `
 SELECT ` + stepColumns + `, retry_policy, run_attempt,
 	(SELECT count(*) FROM workflow_steps c WHERE c.run_id = $1 AND c.name = $2
+		-- only attempts since the run's last manual retry count
+		AND (c.run_attempt IS NULL OR c.run_attempt > (SELECT attempt_base FROM workflow_runs WHERE run_id = $1))
 		AND (c.status <> 'failed' OR c.error->>'type' IS NULL
 			OR c.error->>'type' NOT IN ('` + releasedType + `', '` + runEndedType + `')))
 FROM workflow_steps
