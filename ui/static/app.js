@@ -234,7 +234,8 @@ async function run(params, runID) {
       h('section', {}, h('h2', {}, 'Input'), json(r.input)),
       h('section', {}, h('h2', {}, 'Output'), json(r.output))),
     h('section', {}, h('h2', {}, 'Steps'),
-      table(['Step', 'Kind', 'Attempt', 'Status', 'Took', 'Timeline', 'Output or error'], stepRows, 'This run has recorded no step yet.')),
+      table(['Step', 'Kind', 'Attempt', 'Status', 'Took', 'Timeline', 'Output or error'], stepRows, 'This run has recorded no step yet.'),
+      steps.next_cursor ? h('p', { class: 'muted' }, `Only the first ${steps.steps.length} step attempts are shown.`) : null),
   ];
 }
 
