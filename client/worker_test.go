@@ -153,7 +153,8 @@ func testSleep(t *testing.T, e *env) {
 		})
 	})
 	mark := e.rec.mark()
-	id := e.start(t, client.StartRequest{WorkflowType: "nap", Input: time.Second})
+	// Long enough that a loaded machine reads the run before it wakes.
+	id := e.start(t, client.StartRequest{WorkflowType: "nap", Input: 3 * time.Second})
 	e.rec.waitFor(t, mark, 10*time.Second, "the sleep", func(c call) bool {
 		return !c.started && c.status == http.StatusOK && strings.HasSuffix(c.path, id+"/sleep")
 	})
