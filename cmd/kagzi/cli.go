@@ -330,11 +330,11 @@ func (k *cli) runsStart() func(context.Context, []string) error {
 				j.AlreadyExists = &res.AlreadyExists
 				return k.printJSON(j)
 			}
-			verb := "started"
+			verb := "started run %s (%s, queue %s)\n"
 			if res.AlreadyExists {
-				verb = "already running:"
+				verb = "run %s already exists (%s, queue %s)\n"
 			}
-			fmt.Fprintf(k.out, "%s run %s (%s, queue %s)\n", verb, res.Run.RunID, res.Run.Status, res.Run.TaskQueue)
+			fmt.Fprintf(k.out, verb, res.Run.RunID, res.Run.Status, res.Run.TaskQueue)
 			return nil
 		}
 		run, err := k.c.Wait(ctx, res.Run.RunID)

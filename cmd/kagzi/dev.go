@@ -112,7 +112,7 @@ func (d devEnv) run(ctx context.Context, cfg Config, logger *slog.Logger) (err e
 	if host == "" {
 		host = "localhost"
 	}
-	fmt.Fprintf(d.out, "kagzi dev: database: %s\n", db.where)
+	fmt.Fprintf(d.out, "kagzi dev: database %s: %s\n", redact(db.url), db.where)
 	fmt.Fprintf(d.out, "kagzi dev: serving http://%s (try: curl http://%s/readyz); Ctrl-C stops the server", net.JoinHostPort(host, port), net.JoinHostPort(host, port))
 	if db.stop != nil {
 		fmt.Fprint(d.out, " and its database")
@@ -123,11 +123,11 @@ func (d devEnv) run(ctx context.Context, cfg Config, logger *slog.Logger) (err e
 
 func (d devEnv) database(ctx context.Context, cfg Config) (*devDatabase, error) {
 	if d.explicitURL {
-		return &devDatabase{url: cfg.DatabaseURL, where: "KAGZI_DATABASE_URL, " + redact(cfg.DatabaseURL)}, nil
+		return &devDatabase{url: cfg.DatabaseURL, where: "KAGZI_DATABASE_URL"}, nil
 	}
 	if pingErr := pingPostgres(ctx, d.localURL); pingErr == nil {
 		u := withDatabase(d.localURL, "kagzi")
-		return &devDatabase{url: u, where: "the server that answers at " + redact(u)}, nil
+		return &devDatabase{url: u, where: "the server that answers on " + hostOf(d.localURL)}, nil
 	}
 	if bin, ok := findPostgres(d.searchDirs); ok {
 		return d.startPrivate(ctx, bin)
@@ -166,6 +166,15 @@ func withDatabase(u, name string) string {
 	}
 	p.Path = "/" + name
 	return p.String()
+}
+
+// hostOf is the host:port of a URL.
+func hostOf(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	return p.Host
 }
 
 // redact hides a URL's password.
@@ -322,8 +331,7 @@ func (d devEnv) startPrivate(ctx context.Context, bin postgresBin) (*devDatabase
 		fmt.Fprintf(d.out, "kagzi dev: PostgreSQL stopped; its data stays in %s (kagzi dev --fresh wipes it)\n", dir)
 		return nil
 	}
-	where := fmt.Sprintf("a private PostgreSQL %d on 127.0.0.1:%d, data in %s (kept; --fresh wipes it), log in %s",
-		bin.major, port, dir, logFile)
+	where := fmt.Sprintf("a private PostgreSQL %d, data in %s (kept; --fresh wipes it), log in %s", bin.major, dir, logFile)
 	if runAs != "" {
 		where += ", running as the user " + runAs
 	}
@@ -430,7 +438,7 @@ func (d devEnv) startDocker(ctx context.Context) (*devDatabase, error) {
 	}
 	return &devDatabase{
 		url:   "postgres://postgres@" + hostPort + "/kagzi?sslmode=disable",
-		where: fmt.Sprintf("PostgreSQL 15 in the Docker container %s on %s, data in %s (kept; --fresh wipes it)", res.Container.Name, hostPort, dir),
+		where: fmt.Sprintf("PostgreSQL 15 in the Docker container %s, data in %s (kept; --fresh wipes it)", res.Container.Name, dir),
 		stop:  func() error { return pool.Purge(res) },
 	}, nil
 }

@@ -120,7 +120,7 @@ func TestDevUsesKagziDatabaseURL(t *testing.T) {
 	// No binaries and no Docker: only the URL can make this work.
 	d := devEnv{explicitURL: true, localURL: noServerURL(t), searchDirs: []string{}, dataRoot: t.TempDir()}
 	s := startDev(t, d, dbURL)
-	if out := s.out.String(); !strings.Contains(out, "database: KAGZI_DATABASE_URL") || !strings.Contains(out, s.url) {
+	if out := s.out.String(); !strings.Contains(out, ": KAGZI_DATABASE_URL\n") || !strings.Contains(out, s.url) {
 		t.Errorf("output: got %q, want it to name KAGZI_DATABASE_URL and %s", out, s.url)
 	}
 	if err := s.stop(t); err != nil {
