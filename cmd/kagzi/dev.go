@@ -271,6 +271,10 @@ func (d devEnv) startPrivate(ctx context.Context, bin postgresBin) (*devDatabase
 			return nil, err
 		}
 		cred, runAs = u.cred, u.name
+		// The folders on the way are root's; the user must pass them.
+		if err := os.MkdirAll(d.dataRoot, 0o755); err != nil {
+			return nil, err
+		}
 		if err := reachable(dir, u.cred.Uid); err != nil {
 			return nil, fmt.Errorf("PostgreSQL runs as the user %s, which %w", u.name, err)
 		}

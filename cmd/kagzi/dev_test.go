@@ -162,12 +162,14 @@ func TestDevPrivateServer(t *testing.T) {
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d := devEnv{localURL: noServerURL(t), searchDirs: postgresSearchDirs(), dataRoot: root}
+	// The folders below root do not exist yet: as root, kagzi dev creates
+	// them so that PostgreSQL's user may pass.
+	d := devEnv{localURL: noServerURL(t), searchDirs: postgresSearchDirs(), dataRoot: filepath.Join(root, "cache", "kagzi")}
 	bin, ok := findPostgres(d.searchDirs)
 	if !ok {
 		t.Fatalf("no PostgreSQL binaries in %q: install the server package (apt install postgresql)", d.searchDirs)
 	}
-	dataDir := filepath.Join(root, fmt.Sprintf("pg%d", bin.major))
+	dataDir := filepath.Join(d.dataRoot, fmt.Sprintf("pg%d", bin.major))
 	ctx := context.Background()
 	var runID string
 
