@@ -398,7 +398,7 @@ func (k *cli) runsGet(ctx context.Context, pos []string) error {
 		line("worker", run.WorkerID)
 	}
 	line("input", string(run.Input))
-	if run.Output != nil {
+	if run.Status == client.StatusCompleted {
 		line("output", string(run.Output))
 	}
 	if run.Error != nil {
