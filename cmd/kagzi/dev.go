@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -263,7 +262,7 @@ func findPostgres(dirs []string) (postgresBin, bool) {
 // since PostgreSQL refuses to run as root.
 func (d devEnv) startPrivate(ctx context.Context, bin postgresBin) (*devDatabase, error) {
 	dir := filepath.Join(d.dataRoot, fmt.Sprintf("pg%d", bin.major))
-	var cred *syscall.Credential
+	var cred *devCred
 	runAs := ""
 	if os.Geteuid() == 0 {
 		u, err := unprivilegedUser()
@@ -282,9 +281,7 @@ func (d devEnv) startPrivate(ctx context.Context, bin postgresBin) (*devDatabase
 	pg := func(name string, args ...string) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, bin.path(name), args...)
 		cmd.Dir = "/"
-		// A process group of its own: Ctrl-C reaches kagzi, which stops
-		// the server after the API, not the server at once.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+		cmd.SysProcAttr = pgProcAttr(cred)
 		return cmd
 	}
 	if d.fresh {
@@ -328,7 +325,7 @@ func (d devEnv) startPrivate(ctx context.Context, bin postgresBin) (*devDatabase
 		// ctx has ended by now: the stop gets a context of its own.
 		cmd := exec.Command(bin.path("pg_ctl"), "stop", "-D", dir, "-m", "fast", "-w")
 		cmd.Dir = "/"
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+		cmd.SysProcAttr = pgProcAttr(cred)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("pg_ctl stop: %v\n%s", err, out)
 		}
@@ -346,43 +343,7 @@ func (d devEnv) startPrivate(ctx context.Context, bin postgresBin) (*devDatabase
 // root.
 type devUser struct {
 	name string
-	cred *syscall.Credential
-}
-
-// unprivilegedUser is the postgres user the PostgreSQL packages create, or
-// else nobody.
-func unprivilegedUser() (devUser, error) {
-	for _, name := range []string{"postgres", "nobody"} {
-		u, err := user.Lookup(name)
-		if err != nil {
-			continue
-		}
-		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-		if err1 != nil || err2 != nil || uid == 0 {
-			continue
-		}
-		return devUser{name: name, cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}, nil
-	}
-	return devUser{}, errors.New("kagzi dev runs as root, and PostgreSQL refuses to: it needs an unprivileged user postgres or nobody to run it as, and found neither (or run kagzi dev as yourself)")
-}
-
-// reachable checks that the user uid may enter every existing folder on
-// the way to dir.
-func reachable(dir string, uid uint32) error {
-	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
-		fi, err := os.Stat(p)
-		if err == nil {
-			st, ok := fi.Sys().(*syscall.Stat_t)
-			mode := fi.Mode().Perm()
-			if !(mode&0o001 != 0 || ok && st.Uid == uid && mode&0o100 != 0) {
-				return fmt.Errorf("cannot enter %s (mode %v), on the way to %s", p, mode, dir)
-			}
-		}
-		if p == filepath.Dir(p) {
-			return nil
-		}
-	}
+	cred *devCred
 }
 
 // freePort returns a TCP port of 127.0.0.1 that nothing listens on.
