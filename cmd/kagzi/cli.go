@@ -129,6 +129,12 @@ func clientCommand(ctx context.Context, noun string, args []string, stdout io.Wr
 		return usagef("unknown command %q (kagzi %s --help lists them)", noun+" "+verb, noun)
 	}
 	pos, err := parseInterspersed(k.fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stdout, "kagzi %s %s takes:\n", noun, verb)
+		k.fs.SetOutput(stdout)
+		k.fs.PrintDefaults()
+		return nil
+	}
 	if err != nil {
 		return usagef("%s %s: %v", noun, verb, err)
 	}

@@ -206,6 +206,15 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("help", func(t *testing.T) {
+		if out := run(t, 0, "runs", "start", "--help"); !strings.Contains(out, "-wait") || !strings.Contains(out, "-input") {
+			t.Errorf("runs start --help: got\n%s\nwant its flags", out)
+		}
+		if out := run(t, 0, "queues", "--help"); !strings.Contains(out, "kagzi queues pause|resume QUEUE") {
+			t.Errorf("queues --help: got\n%s\nwant the commands", out)
+		}
+	})
+
 	t.Run("usage errors exit 2", func(t *testing.T) {
 		for _, args := range [][]string{
 			{"runs"},
