@@ -40,7 +40,7 @@ func TestRunWithAnotherDatabase(t *testing.T) {
 }
 
 // TestEndToEndWithoutCompletedRuns: the percentiles of no runs are NULL,
-// which is no report rather than an error.
+// which reads as zeros rather than an error.
 func TestEndToEndWithoutCompletedRuns(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -50,7 +50,7 @@ func TestEndToEndWithoutCompletedRuns(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	p, err := endToEnd(ctx, conn, options{namespace: "bench", queue: "none"})
-	if err != nil || p != nil {
-		t.Fatalf("endToEnd of no runs: got %v, %v; want nil, nil", p, err)
+	if err != nil || p != (Pct{}) {
+		t.Fatalf("endToEnd of no runs: got %+v, %v; want zeros, no error", p, err)
 	}
 }

@@ -263,9 +263,11 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 			return rep, err
 		}
 		rep.XactsPerRun = float64(xacts-xacts0) / float64(max(rep.Runs, 1))
-		if rep.EndToEndMS, err = endToEnd(ctx, conn, o); err != nil {
+		e2e, err := endToEnd(ctx, conn, o)
+		if err != nil {
 			return rep, err
 		}
+		rep.EndToEndMS = &e2e
 	}
 	return rep, nil
 }
@@ -364,8 +366,8 @@ func checkDatabase(ctx context.Context, c *client.Client, conn *pgx.Conn, o opti
 }
 
 // endToEnd reads the runs' completion latency from the database: from the
-// start request (in the input) to finished_at; nil when no run completed.
-func endToEnd(ctx context.Context, conn *pgx.Conn, o options) (*Pct, error) {
+// start request (in the input) to finished_at; zeros when no run completed.
+func endToEnd(ctx context.Context, conn *pgx.Conn, o options) (Pct, error) {
 	var p50, p90, p99 *float64 // NULL when no run completed
 	err := conn.QueryRow(ctx, `
 		SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.9) WITHIN GROUP (ORDER BY ms),
@@ -374,9 +376,9 @@ func endToEnd(ctx context.Context, conn *pgx.Conn, o options) (*Pct, error) {
 			FROM workflow_runs WHERE namespace = $1 AND task_queue = $2 AND status = 'completed') r`,
 		o.namespace, o.queue).Scan(&p50, &p90, &p99)
 	if err != nil || p50 == nil || p90 == nil || p99 == nil {
-		return nil, err
+		return Pct{}, err
 	}
-	return &Pct{P50: *p50, P90: *p90, P99: *p99}, nil
+	return Pct{P50: *p50, P90: *p90, P99: *p99}, nil
 }
 
 // bar draws a progress bar on one line of stderr.
