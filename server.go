@@ -18,6 +18,7 @@ import (
 	"github.com/kagzi/kagzi/migrations"
 	"github.com/kagzi/kagzi/postgres"
 	"github.com/kagzi/kagzi/scheduler"
+	"github.com/kagzi/kagzi/ui"
 )
 
 // Config is what a Kagzi server is assembled from.
@@ -112,6 +113,8 @@ func NewServer(cfg Config) *Server {
 		Workers:    store,
 		TaskQueues: store,
 		Schedules:  store,
+		RunOps:     store,
+		UI:         ui.Handler(),
 		Claimer:    dist,
 		Watcher:    listener,
 		Ready:      readyCheck(store, listener, logger),

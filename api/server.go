@@ -70,6 +70,14 @@ type Config struct {
 	Metrics    http.Handler
 	RunMetrics *Metrics
 	OpenAPI    []byte
+
+	// RunOps serves the run operations for people and dashboards.
+	RunOps RunOpsStore
+	// AllowedNamespaces, when set, limits GET /v1/namespaces per caller.
+	AllowedNamespaces AllowedNamespaces
+	// UI, when set, serves the dashboard's files under /ui/, open: its
+	// data comes through the API, with the user's key.
+	UI http.Handler
 }
 
 // Server serves the Kagzi HTTP API.
@@ -155,11 +163,16 @@ func (s *Server) routes() chi.Router {
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	r.Get("/openapi.yaml", s.openapi)
+	if s.UI != nil {
+		r.Get("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently).ServeHTTP)
+		r.Handle("/ui/*", s.UI)
+	}
 	if s.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", s.Metrics)
 	}
 	r.Route("/v1", func(r chi.Router) {
 		r.Get("/info", s.info)
+		r.Get("/namespaces", s.h(s.listNamespaces))
 		r.Route("/namespaces/{namespace}", func(r chi.Router) {
 			r.Use(s.validNamespace)
 			r.Route("/workflows", func(r chi.Router) {
@@ -171,6 +184,7 @@ func (s *Server) routes() chi.Router {
 					r.Use(s.validUUIDParam("run_id"))
 					r.Get("/", s.h(s.getWorkflow))
 					r.Post("/cancel", s.h(s.cancelWorkflow))
+					r.Post("/retry", s.h(s.retryWorkflow))
 					r.Get("/steps", s.h(s.listSteps))
 					// A worker's calls on the run it claimed.
 					r.Post("/heartbeat", s.h(s.heartbeatRun))
@@ -182,6 +196,8 @@ func (s *Server) routes() chi.Router {
 					r.Post("/steps/{step}/fail", s.h(s.failStep))
 				})
 			})
+			r.Get("/stats", s.h(s.stats))
+			r.Get("/workflow-types", s.h(s.listWorkflowTypes))
 			r.Get("/task-queues", s.h(s.listTaskQueues))
 			r.Patch("/task-queues/{queue}", s.h(s.patchTaskQueue))
 			// Long polls: kept out of any timeout middleware.
@@ -205,6 +221,7 @@ func (s *Server) routes() chi.Router {
 					r.Get("/", s.h(s.getSchedule))
 					r.Patch("/", s.h(s.updateSchedule))
 					r.Delete("/", s.h(s.deleteSchedule))
+					r.Post("/trigger", s.h(s.triggerSchedule))
 				})
 			})
 		})

@@ -52,8 +52,10 @@ func TestWorker(t *testing.T) {
 }
 
 // testLease is the lease of TestWorker's server: short, so that a worker
-// that did not heartbeat would lose its runs within the test.
-const testLease = 2 * time.Second
+// that did not heartbeat would lose its runs within the test, and ten
+// heartbeat intervals long, so that a loaded machine (-race, every
+// package at once) does not lose a healthy worker's runs.
+const testLease = 4 * time.Second
 
 // A multi-step workflow completes; every step function runs exactly once
 // to completion although the workflow is replayed after a step retry and

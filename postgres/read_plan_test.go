@@ -23,12 +23,7 @@ func TestReadPlansAfterBulkLoad(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	exec := execer(t, pool)
 	// 50,000 finished runs of five queues and ten types (one of them
 	// rare), each with a step, and 5,000 live ones.
 	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, external_id, status,
