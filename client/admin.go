@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 )
 
@@ -38,7 +37,7 @@ type TaskQueuePage struct {
 // cursor is "" for the first page. pageSize 0 takes the server's default.
 func (c *Client) TaskQueuesPage(ctx context.Context, pageSize int, cursor string) (*TaskQueuePage, error) {
 	var page TaskQueuePage
-	r := request{method: http.MethodGet, path: c.nsPath + "/task-queues", query: listQuery(pageSize, cursor), idempotent: true}
+	r := request{method: http.MethodGet, path: c.nsPath + "/task-queues", query: pageQuery(pageSize, cursor), idempotent: true}
 	if _, err := c.do(ctx, r, &page); err != nil {
 		return nil, err
 	}
@@ -87,7 +86,7 @@ type WorkerPage struct {
 // WorkersPage returns one page of the namespace's workers, filtered by
 // task queue and status when they are not "".
 func (c *Client) WorkersPage(ctx context.Context, taskQueue, status string, pageSize int, cursor string) (*WorkerPage, error) {
-	q := listQuery(pageSize, cursor)
+	q := pageQuery(pageSize, cursor)
 	if taskQueue != "" {
 		q.Set("task_queue", taskQueue)
 	}
@@ -159,7 +158,7 @@ type SchedulePage struct {
 // first.
 func (c *Client) SchedulesPage(ctx context.Context, pageSize int, cursor string) (*SchedulePage, error) {
 	var page SchedulePage
-	r := request{method: http.MethodGet, path: c.nsPath + "/schedules", query: listQuery(pageSize, cursor), idempotent: true}
+	r := request{method: http.MethodGet, path: c.nsPath + "/schedules", query: pageQuery(pageSize, cursor), idempotent: true}
 	if _, err := c.do(ctx, r, &page); err != nil {
 		return nil, err
 	}
@@ -196,15 +195,4 @@ func (c *Client) SetScheduleEnabled(ctx context.Context, scheduleID string, enab
 		return nil, err
 	}
 	return &s, nil
-}
-
-func listQuery(pageSize int, cursor string) url.Values {
-	q := url.Values{}
-	if pageSize > 0 {
-		q.Set("limit", strconv.Itoa(pageSize))
-	}
-	if cursor != "" {
-		q.Set("cursor", cursor)
-	}
-	return q
 }

@@ -107,6 +107,8 @@ func clientCommand(ctx context.Context, noun string, args []string, stdout io.Wr
 		cmd = k.runsList()
 	case "runs cancel":
 		cmd, want = k.runsCancel, 1
+	case "runs retry":
+		cmd, want = k.runsRetry, 1
 	case "queues list":
 		cmd = k.queuesList
 	case "queues pause":
@@ -121,6 +123,8 @@ func clientCommand(ctx context.Context, noun string, args []string, stdout io.Wr
 		cmd = k.schedulesList
 	case "schedules create":
 		cmd, want = k.schedulesCreate(), 1
+	case "schedules trigger":
+		cmd, want = k.schedulesTrigger, 1
 	case "schedules enable":
 		cmd, want = k.schedulesEnable(true), 1
 	case "schedules disable":
@@ -467,6 +471,18 @@ func (k *cli) runsCancel(ctx context.Context, pos []string) error {
 	return nil
 }
 
+func (k *cli) runsRetry(ctx context.Context, pos []string) error {
+	run, err := k.c.Retry(ctx, pos[0])
+	if err != nil {
+		return k.notFound(err, "run", pos[0])
+	}
+	if k.json {
+		return k.printJSON(toRunJSON(run))
+	}
+	fmt.Fprintf(k.out, "run %s %s again (attempt %d so far)\n", run.RunID, run.Status, run.Attempt)
+	return nil
+}
+
 func (k *cli) queuesList(ctx context.Context, _ []string) error {
 	page, err := k.c.TaskQueuesPage(ctx, 0, "")
 	if err != nil {
@@ -590,6 +606,18 @@ func (k *cli) schedulesCreate() func(context.Context, []string) error {
 			s.Timezone, agePtr(s.NextFireAt, time.Now()))
 		return nil
 	}
+}
+
+func (k *cli) schedulesTrigger(ctx context.Context, pos []string) error {
+	run, err := k.c.TriggerSchedule(ctx, pos[0])
+	if err != nil {
+		return k.notFound(err, "schedule", pos[0])
+	}
+	if k.json {
+		return k.printJSON(toRunJSON(run))
+	}
+	fmt.Fprintf(k.out, "started run %s of schedule %s (%s, queue %s)\n", run.RunID, pos[0], run.Status, run.TaskQueue)
+	return nil
 }
 
 func (k *cli) schedulesEnable(enabled bool) func(context.Context, []string) error {

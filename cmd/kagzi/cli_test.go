@@ -111,6 +111,13 @@ func TestCLI(t *testing.T) {
 		if want := "run " + runID + " cancelled\n"; out != want {
 			t.Errorf("runs cancel: got %q, want %q", out, want)
 		}
+		if out := run(t, 0, "runs", "retry", runID); out != "run "+runID+" pending again (attempt 0 so far)\n" {
+			t.Errorf("runs retry: got %q", out)
+		}
+		if errOut := run(t, 1, "runs", "retry", runID); !strings.HasPrefix(errOut, "kagzi: conflict: ") {
+			t.Errorf("runs retry of a pending run: got %q, want a conflict", errOut)
+		}
+		run(t, 0, "runs", "cancel", runID) // the queue list below has no default queue
 		if errOut := run(t, 1, "runs", "cancel", runID+"x"); !strings.Contains(errOut, "invalid_argument") {
 			t.Errorf("runs cancel of a bad ID: got %q", errOut)
 		}
@@ -190,6 +197,14 @@ func TestCLI(t *testing.T) {
 			t.Fatalf("schedules create: got %q", out)
 		}
 		id := m[1]
+		out = run(t, 0, "schedules", "trigger", id)
+		if !regexp.MustCompile(`^started run [0-9a-f-]{36} of schedule ` + id + ` \(pending, queue default\)\n$`).MatchString(out) {
+			t.Errorf("schedules trigger: got %q", out)
+		}
+		missing := "01a21502-0000-7000-8000-000000000000"
+		if errOut := run(t, 1, "schedules", "trigger", missing); errOut != "kagzi: no schedule "+missing+" in namespace default\n" {
+			t.Errorf("schedules trigger of an unknown schedule: got %q", errOut)
+		}
 		if out := run(t, 0, "schedules", "disable", id); out != "schedule "+id+" disabled\n" {
 			t.Errorf("schedules disable: got %q", out)
 		}
