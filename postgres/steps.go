@@ -10,11 +10,11 @@ import (
 )
 
 const stepColumns = `run_id, name, kind, attempt, status, input, output, error, retry_at, wake_up_at,
-	created_at, finished_at`
+	COALESCE(started_at, created_at), created_at, finished_at`
 
 func scanStep(row pgx.Row, st *domain.Step) error {
 	err := row.Scan(&st.RunID, &st.Name, &st.Kind, &st.Attempt, &st.Status, &st.Input, &st.Output,
-		&st.Error, &st.RetryAt, &st.WakeUpAt, &st.CreatedAt, &st.FinishedAt)
+		&st.Error, &st.RetryAt, &st.WakeUpAt, &st.StartedAt, &st.CreatedAt, &st.FinishedAt)
 	normalizeStep(st)
 	return err
 }
