@@ -30,6 +30,7 @@ type taskView struct {
 	LeaseExpiresAt time.Time       `json:"lease_expires_at"`
 	Steps          []stepView      `json:"steps"`
 	StepsTruncated bool            `json:"steps_truncated"`
+	StepAttempts   map[string]int  `json:"step_attempts"`
 }
 
 type claimResponse struct {

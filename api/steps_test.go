@@ -191,8 +191,9 @@ func TestFailStepWithoutBegin(t *testing.T) {
 		t.Fatalf("run after a step retry: got %s, want pending", got)
 	}
 	task2 := e.claimOne(t, "flaky", 5*time.Second)
-	if len(task2.Steps) != 0 || task2.StepsTruncated {
-		t.Fatalf("history: got %v, want none (a retried step is not memoized)", stepNames(task2.Steps))
+	if len(task2.Steps) != 0 || task2.StepsTruncated || task2.StepAttempts["s"] != 1 {
+		t.Fatalf("history: got %v, attempts %v; want none (a retried step is not memoized), s at attempt 1",
+			stepNames(task2.Steps), task2.StepAttempts)
 	}
 	e.workerCall(t, run.RunID, "steps/s/fail", lease(task2.LeaseID, "error", map[string]any{"message": "two"},
 		"retry_policy", policy)).wantStatus(t, http.StatusOK).decode(t, &f)

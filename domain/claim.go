@@ -53,6 +53,11 @@ type Task struct {
 	// history did not fit in the claim answer.
 	Steps          []Step `json:"steps"`
 	StepsTruncated bool   `json:"steps_truncated"`
+	// StepAttempts gives, for each step with attempts but not in Steps
+	// (a retry due, an attempt cut short), its latest attempt's number, so
+	// that a worker that skips begin knows which attempt it runs. Empty
+	// when Steps is nil.
+	StepAttempts map[string]int `json:"step_attempts"`
 	// Fresh says that this is the run's first claim, so that it has no
 	// history to load.
 	Fresh bool `json:"-"`

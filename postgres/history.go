@@ -10,9 +10,10 @@ import (
 )
 
 // historySQL reads the memoized histories of the claimed runs $1 (in
-// their attempts $2): the latest attempt of each step, when it completed
-// or failed for good in the run's attempt, in the order they began. It
-// walks the steps' primary key once per step name. The histories fit
+// their attempts $2): the latest attempt of each step, in the order they
+// began, memo when it completed or failed for good in the run's attempt
+// (the others only say how many attempts the step had). It walks the
+// steps' primary key once per step name. The histories fit
 // together, in task order, while their size stays within $3 bytes: the
 // JSON of each step's payloads plus an allowance for its other members;
 // the steps of a run that does not fit come without their payloads, and
@@ -20,8 +21,11 @@ import (
 const historySQL = `
 WITH t AS (
 	SELECT * FROM unnest($1::uuid[], $2::int[]) WITH ORDINALITY AS t(run_id, run_attempt, ord)
-), h AS (
-	SELECT t.ord, st.* FROM t, LATERAL (
+), l AS (
+	SELECT t.ord, st.*, st.status = 'completed'
+		OR st.status = 'failed' AND st.retry_at IS NULL AND st.run_attempt = t.run_attempt
+			AND COALESCE(st.error->>'type', '') NOT IN ('` + releasedType + `', '` + runEndedType + `') AS memo
+	FROM t, LATERAL (
 		SELECT DISTINCT ON (name) run_id, name, kind, attempt, status, input, output, error, retry_at,
 			wake_up_at, COALESCE(started_at, created_at) AS started_at, created_at, finished_at, seq,
 			run_attempt, 400 + 6 * octet_length(name) + COALESCE(octet_length(input::text), 4)
@@ -29,17 +33,16 @@ WITH t AS (
 		FROM workflow_steps WHERE run_id = t.run_id
 		ORDER BY name, attempt DESC
 	) st
-	WHERE st.status = 'completed'
-		OR st.status = 'failed' AND st.retry_at IS NULL AND st.run_attempt = t.run_attempt
-			AND COALESCE(st.error->>'type', '') NOT IN ('` + releasedType + `', '` + runEndedType + `')
 ), sized AS (
-	SELECT ord, sum(sum(bytes)) OVER (ORDER BY ord) <= $3 AS fits FROM h GROUP BY ord
+	SELECT ord, sum(sum(CASE WHEN memo THEN bytes ELSE 20 + 6 * octet_length(name) END))
+		OVER (ORDER BY ord) <= $3 AS fits
+	FROM l GROUP BY ord
 )
-SELECT h.ord, sized.fits, run_id, name, kind, attempt, status,
+SELECT l.ord, sized.fits, l.memo, run_id, name, kind, attempt, status,
 	CASE WHEN fits THEN input END, CASE WHEN fits THEN output END, CASE WHEN fits THEN error END,
 	retry_at, wake_up_at, started_at, created_at, finished_at
-FROM h JOIN sized USING (ord)
-ORDER BY h.ord, h.seq`
+FROM l JOIN sized USING (ord)
+ORDER BY l.ord, l.seq`
 
 // LoadHistories gives each task its run's memoized history (Steps), the
 // histories of all the tasks together within maxBytes: a task whose
@@ -54,10 +57,10 @@ func (s *Store) LoadHistories(ctx context.Context, tasks []domain.Task, maxBytes
 	for i := range tasks {
 		t := &tasks[i]
 		if t.Fresh {
-			t.Steps, t.StepsTruncated = []domain.Step{}, false
+			t.Steps, t.StepsTruncated, t.StepAttempts = []domain.Step{}, false, map[string]int{}
 			continue
 		}
-		t.Steps, t.StepsTruncated = nil, true
+		t.Steps, t.StepsTruncated, t.StepAttempts = nil, true, map[string]int{}
 		runIDs, attempts, index = append(runIDs, t.RunID), append(attempts, t.Attempt), append(index, i)
 	}
 	if len(runIDs) == 0 {
@@ -68,16 +71,23 @@ func (s *Store) LoadHistories(ctx context.Context, tasks []domain.Task, maxBytes
 		return fmt.Errorf("load histories: %w", translate(err))
 	}
 	histories := make([][]domain.Step, len(runIDs))
+	stepAttempts := make([]map[string]int, len(runIDs))
 	truncated := make([]bool, len(runIDs))
 	var ord int
-	var fits bool
+	var fits, memo bool
 	var st domain.Step
-	_, err = pgx.ForEachRow(rows, []any{&ord, &fits, &st.RunID, &st.Name, &st.Kind, &st.Attempt, &st.Status,
+	_, err = pgx.ForEachRow(rows, []any{&ord, &fits, &memo, &st.RunID, &st.Name, &st.Kind, &st.Attempt, &st.Status,
 		&st.Input, &st.Output, &st.Error, &st.RetryAt, &st.WakeUpAt, &st.StartedAt, &st.CreatedAt, &st.FinishedAt},
 		func() error {
-			if truncated[ord-1] = !fits; fits {
+			switch truncated[ord-1] = !fits; {
+			case fits && memo:
 				normalizeStep(&st)
 				histories[ord-1] = append(histories[ord-1], st)
+			case fits:
+				if stepAttempts[ord-1] == nil {
+					stepAttempts[ord-1] = map[string]int{}
+				}
+				stepAttempts[ord-1][st.Name] = st.Attempt
 			}
 			st = domain.Step{}
 			return nil
@@ -90,6 +100,9 @@ func (s *Store) LoadHistories(ctx context.Context, tasks []domain.Task, maxBytes
 			tasks[i].Steps, tasks[i].StepsTruncated = histories[k], false
 			if tasks[i].Steps == nil {
 				tasks[i].Steps = []domain.Step{}
+			}
+			if stepAttempts[k] != nil {
+				tasks[i].StepAttempts = stepAttempts[k]
 			}
 		}
 	}
