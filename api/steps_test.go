@@ -255,6 +255,9 @@ func TestReportStepsInABatch(t *testing.T) {
 		map[string]any{"run_id": r1.RunID, "lease_id": t2.LeaseID, "step": "c", "outcome": "complete"},
 		map[string]any{"run_id": r3.RunID, "lease_id": t3.LeaseID, "step": "c", "outcome": "complete"},
 		map[string]any{"run_id": unknown, "lease_id": t1.LeaseID, "step": "c", "outcome": "complete"},
+		map[string]any{"run_id": r1.RunID, "lease_id": t2.LeaseID, "step": "e", "outcome": "complete", "output": "wrong lease"},
+		map[string]any{"run_id": r1.RunID, "lease_id": t1.LeaseID, "step": "e", "outcome": "complete", "output": "right"},
+		map[string]any{"run_id": r1.RunID, "lease_id": t1.LeaseID, "step": "e", "outcome": "complete", "output": "again"},
 		map[string]any{"run_id": r2.RunID, "lease_id": t2.LeaseID, "step": "d", "outcome": "fail",
 			"error": map[string]any{"message": "again"}, "retry_policy": map[string]any{"initial_interval_ms": 60000}},
 	)
@@ -268,6 +271,9 @@ func TestReportStepsInABatch(t *testing.T) {
 		{r1.RunID, "", "lease_lost", false, false},
 		{r3.RunID, "", "cancelled", false, false},
 		{unknown, "", "not_found", false, false},
+		{r1.RunID, "", "lease_lost", false, false},
+		{r1.RunID, "completed", "", false, false},
+		{r1.RunID, "completed", "", true, false},
 		{r2.RunID, "failed", "", false, true},
 	}
 	for i, w := range want {
@@ -283,6 +289,7 @@ func TestReportStepsInABatch(t *testing.T) {
 		}
 	}
 	wantJSON(t, "recorded output", res[2].Step.Output, `1`)
+	wantJSON(t, "recorded output of e", res[8].Step.Output, `"right"`)
 	if got := e.get(t, r2.RunID).Status; got != "pending" {
 		t.Errorf("run 2 after a step retry: got %s, want pending", got)
 	}

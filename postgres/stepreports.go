@@ -108,8 +108,14 @@ func (s *Store) stepReportBatch(ctx context.Context, reqs []stepReq) ([]domain.S
 	for try := 1; ; try++ {
 		res := make([]domain.StepResult, len(reqs))
 		err := inTx(ctx, "report steps", func(tx pgx.Tx) error {
+			done, err := recordNewSteps(ctx, tx, reqs, res)
+			if err != nil {
+				return err
+			}
 			for _, i := range order {
-				var err error
+				if done[i] {
+					continue
+				}
 				if res[i], err = reportStep(ctx, tx, reqs[i].namespace, reqs[i].report); err != nil {
 					return err
 				}
@@ -120,6 +126,76 @@ func (s *Store) stepReportBatch(ctx context.Context, reqs []stepReq) ([]domain.S
 			return res, errors.Unwrap(err) // inTx wrapped it with the operation
 		}
 	}
+}
+
+// newStepsSQL records, in one statement, the completions of the steps
+// that have no attempt yet, of the runs that $2 and $3 (lease) hold: the
+// common report, a new step completed without begin. It locks the runs in
+// run_id order, as every multi-run writer does, so that the reports that
+// follow in the transaction (those it did not record) find them locked. A
+// duplicate in the batch is left to those.
+const newStepsSQL = `
+WITH req AS (
+	SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+		WITH ORDINALITY AS r(namespace, run_id, lease_id, name, input, output, started_at, i)
+), runs AS MATERIALIZED (
+	SELECT w.run_id, w.namespace, w.lease_id, w.attempt, w.retry_policy FROM workflow_runs w
+	WHERE w.run_id IN (SELECT run_id FROM req) AND w.status = 'running' AND w.lease_expires_at > now()
+	ORDER BY w.run_id
+	FOR UPDATE OF w
+)
+INSERT INTO workflow_steps AS st (run_id, name, attempt, kind, status, input, output, retry_policy, run_attempt,
+	started_at, finished_at)
+SELECT DISTINCT ON (req.run_id, req.name) req.run_id, req.name, 1, 'function', 'completed', req.input::json,
+	req.output::json, runs.retry_policy, runs.attempt, LEAST(req.started_at, now()), now()
+FROM req JOIN runs ON runs.run_id = req.run_id AND runs.namespace = req.namespace AND runs.lease_id = req.lease_id
+WHERE NOT EXISTS (SELECT FROM workflow_steps x WHERE x.run_id = req.run_id AND x.name = req.name)
+ORDER BY req.run_id, req.name, req.i
+ON CONFLICT DO NOTHING
+RETURNING ` + stepColumns + `, (SELECT min(req.i) FROM req
+	JOIN runs ON runs.run_id = req.run_id AND runs.namespace = req.namespace AND runs.lease_id = req.lease_id
+	WHERE req.run_id = st.run_id AND req.name = st.name)`
+
+// recordNewSteps records the reports of reqs that newStepsSQL can take
+// (completions without a retry policy) into res, and says which.
+func recordNewSteps(ctx context.Context, tx pgx.Tx, reqs []stepReq, res []domain.StepResult) ([]bool, error) {
+	done := make([]bool, len(reqs))
+	var nss, runIDs, leaseIDs, names, inputs, outputs []string
+	var started []*time.Time
+	for _, r := range reqs {
+		rep := r.report
+		if rep.Outcome != domain.StepOutcomeComplete || rep.RetryPolicy != nil {
+			continue
+		}
+		nss, runIDs, leaseIDs, names = append(nss, r.namespace), append(runIDs, rep.RunID), append(leaseIDs, rep.LeaseID), append(names, rep.Name)
+		inputs, outputs, started = append(inputs, string(orNullRaw(rep.Input))), append(outputs, string(orNullRaw(rep.Output))), append(started, rep.StartedAt)
+	}
+	if len(runIDs) == 0 {
+		return done, nil
+	}
+	// Indexes in the statement count the reports it was given, which are
+	// those of reqs that qualified, in order.
+	index := make([]int, 0, len(runIDs))
+	for i, r := range reqs {
+		if r.report.Outcome == domain.StepOutcomeComplete && r.report.RetryPolicy == nil {
+			index = append(index, i)
+		}
+	}
+	rows, err := tx.Query(ctx, newStepsSQL, nss, runIDs, leaseIDs, names, inputs, outputs, started)
+	if err != nil {
+		return nil, err
+	}
+	var st domain.Step
+	var k int
+	_, err = pgx.ForEachRow(rows, []any{&st.RunID, &st.Name, &st.Kind, &st.Attempt, &st.Status, &st.Input, &st.Output,
+		&st.Error, &st.RetryAt, &st.WakeUpAt, &st.StartedAt, &st.CreatedAt, &st.FinishedAt, &k}, func() error {
+		normalizeStep(&st)
+		i := index[k-1]
+		res[i], done[i] = domain.StepResult{Step: st}, true
+		st = domain.Step{}
+		return nil
+	})
+	return done, err
 }
 
 // reportStep records one step report in tx: the outcome of the step's
