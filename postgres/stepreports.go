@@ -131,7 +131,7 @@ func (s *Store) stepReportBatch(ctx context.Context, reqs []stepReq) ([]domain.S
 // newStepsSQL records, in one statement, the completions of the steps
 // that have no attempt yet, of the runs that $2 and $3 (lease) hold: the
 // common report, a new step completed without begin. It locks the runs in
-// run_id order, as every multi-run writer does, so that the reports that
+// run_id order, as every multi-run writer does, each by primary key, so that the reports that
 // follow in the transaction (those it did not record) find them locked. A
 // duplicate in the batch is left to those.
 const newStepsSQL = `
@@ -139,10 +139,17 @@ WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
 		WITH ORDINALITY AS r(namespace, run_id, lease_id, name, input, output, started_at, i)
 ), runs AS MATERIALIZED (
-	SELECT w.run_id, w.namespace, w.lease_id, w.attempt, w.retry_policy FROM workflow_runs w
-	WHERE w.run_id IN (SELECT run_id FROM req) AND w.status = 'running' AND w.lease_expires_at > now()
-	ORDER BY w.run_id
-	FOR UPDATE OF w
+	-- One primary-key lookup per run, in run_id order, the state checked
+	-- on the locked row: with the state in the lookup and statistics from
+	-- before many runs were running, the planner walked every running run.
+	SELECT w.run_id, w.namespace, w.lease_id, w.attempt, w.retry_policy
+	FROM (SELECT DISTINCT run_id FROM req ORDER BY run_id) q, LATERAL (
+		SELECT run_id, namespace, lease_id, attempt, retry_policy, status, lease_expires_at
+		FROM workflow_runs WHERE run_id = q.run_id
+		OFFSET 0 -- keeps the state test below out of this lookup
+		FOR UPDATE
+	) w
+	WHERE w.status = 'running' AND w.lease_expires_at > now()
 )
 INSERT INTO workflow_steps AS st (run_id, name, attempt, kind, status, input, output, retry_policy, run_attempt,
 	started_at, finished_at)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -66,5 +67,62 @@ func TestPoisonedStepReportFailsAlone(t *testing.T) {
 		if (i == 1) != (err != nil) {
 			t.Errorf("single report %d: got %v, want poisoned %v", i, err, i == 1)
 		}
+	}
+}
+
+// Concurrent reports of the same new step, under the same lease (a worker
+// and its own retries), record it once: one report records it, every
+// other answers the recorded step, already completed, with its output.
+func TestConcurrentReportsOfAStepRecordItOnce(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	s := postgres.NewStore(pool, 0)
+	ctx := context.Background()
+	r := startHeld(t, pool, s, "a", 1)[0]
+	const n = 16
+	results := make([]domain.StepResult, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep := domain.StepReport{RunID: r.runID, LeaseID: r.leaseID, Name: "s", Outcome: domain.StepOutcomeComplete,
+				Output: json.RawMessage(fmt.Sprint(i))}
+			if i%2 == 1 { // half of them through a batch of their own
+				res := s.ReportSteps(ctx, "a", []domain.StepReport{rep, rep})
+				results[i], errs[i] = res[1], res[1].Err
+				if !res[1].AlreadyCompleted {
+					errs[i] = fmt.Errorf("the second of a batch's duplicates was not already completed: %+v", res[1])
+				}
+				return
+			}
+			results[i], errs[i] = s.ReportStep(ctx, "a", rep)
+		}()
+	}
+	wg.Wait()
+	recorded := 0
+	for i, res := range results {
+		if errs[i] != nil {
+			t.Fatalf("report %d: %v", i, errs[i])
+		}
+		if res.Step.Attempt != 1 || res.Step.Status != domain.StepCompleted {
+			t.Errorf("report %d: got %+v, want attempt 1 completed", i, res.Step)
+		}
+		if !res.AlreadyCompleted {
+			recorded++
+		}
+	}
+	steps, err := s.ListSteps(ctx, "a", r.runID)
+	if err != nil || len(steps) != 1 {
+		t.Fatalf("steps: got %d (%v), want 1", len(steps), err)
+	}
+	for i, res := range results {
+		if string(res.Step.Output) != string(steps[0].Output) {
+			t.Errorf("report %d: got output %s, want the recorded %s", i, res.Step.Output, steps[0].Output)
+		}
+	}
+	if recorded > 1 {
+		t.Errorf("%d reports recorded the step, want at most one (the others already completed)", recorded)
 	}
 }
