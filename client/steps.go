@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -132,20 +133,33 @@ func culprit(err error, n int) (int, bool) {
 // batched step reports, and returns what the server recorded: the step
 // this report made, or the one recorded before (AlreadyCompleted). A run
 // the lease no longer holds stops the execution.
+//
+// A report the server could not record for now (503: a batch's item whose
+// transaction kept failing, or the server unavailable) is sent again with
+// backoff, as reportComplete does: recording is idempotent.
 func (ex *execution) recordStep(r stepReport) (stepRecord, error) {
-	if err := ex.err(); err != nil {
-		return stepRecord{}, err
-	}
 	r.ex = ex
-	res := ex.w.stepReporter.Do(r)
-	if res.err != nil {
+	for failures := 1; ; failures++ {
+		if err := ex.err(); err != nil {
+			return stepRecord{}, err
+		}
+		res := ex.w.stepReporter.Do(r)
+		if res.err == nil {
+			return res.rec, nil
+		}
 		if cause := ex.err(); cause != nil {
 			return stepRecord{}, cause
 		}
-		if leaseEnded(res.err) {
-			ex.abandon(res.err)
+		var apiErr *Error
+		if !errors.As(res.err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
+			if leaseEnded(res.err) {
+				ex.abandon(res.err)
+			}
+			return stepRecord{}, fmt.Errorf("record step %q: %w", r.name, res.err)
 		}
-		return stepRecord{}, fmt.Errorf("record step %q: %w", r.name, res.err)
+		ex.log(slog.LevelWarn, "could not record the step; trying again", "step", r.name, "error", res.err)
+		if sleepCtx(ex.ctx, backoff(time.Second, 30*time.Second, failures)) != nil {
+			return stepRecord{}, fmt.Errorf("record step %q: %w", r.name, res.err)
+		}
 	}
-	return res.rec, nil
 }

@@ -51,6 +51,7 @@ func TestWorker(t *testing.T) {
 		{"FrozenWorkerRunsNoStepPastItsLease", testFrozenWorkerRunsNoStepPastItsLease},
 		{"StepRecordedElsewhereKeepsItsOutput", testStepRecordedElsewhereKeepsItsOutput},
 		{"BeginsStepsWhenHistoryTruncated", testBeginsStepsWhenHistoryTruncated},
+		{"StepReportRetriedAfterItsOwn503", testStepReportRetriedAfterItsOwn503},
 	}, testserver.WithLimits(func(l *api.Limits) {
 		l.LeaseDuration = testLease
 		l.Payload.MaxBytes, l.Payload.WarnBytes = 64<<10, 32<<10 // quick to exceed
@@ -789,5 +790,45 @@ func testOutputTooLarge(t *testing.T, e *env) {
 	}
 	if got, want := e.steps(t, e.list(t, "big")[0]), []string{"big:1:failed"}; !slices.Equal(got, want) {
 		t.Errorf("steps = %v, want %v", got, want)
+	}
+}
+
+// A step report the server answers with an item error 503 (its
+// transaction kept failing) is sent again, and the workflow goes on: the
+// step is not failed for it.
+func testStepReportRetriedAfterItsOwn503(t *testing.T, e *env) {
+	var refused atomic.Bool
+	e.hook(func(r *http.Request, next http.RoundTripper) (*http.Response, error) {
+		if !strings.HasSuffix(r.URL.Path, "/steps/batch") || !refused.CompareAndSwap(false, true) {
+			return next.RoundTrip(r)
+		}
+		var body struct {
+			Steps []struct {
+				RunID string `json:"run_id"`
+			} `json:"steps"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			return nil, err
+		}
+		var items []string
+		for _, it := range body.Steps {
+			items = append(items, `{"run_id":"`+it.RunID+`","step":null,"already_completed":false,"retry_scheduled":false,`+
+				`"retry_at":null,"error":{"title":"Service Unavailable","status":503,"code":"unavailable","detail":"made up by the test"}}`)
+		}
+		answer := `{"steps":[` + strings.Join(items, ",") + `]}`
+		return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(answer)),
+			ContentLength: int64(len(answer)), Request: r}, nil
+	})
+	var runs atomic.Int32
+	e.startWorker(t, func(w *client.Worker) {
+		client.Register(w, "unavailable", func(ctx *client.WorkflowContext, _ any) (int, error) {
+			return client.Step(ctx, "s", func(context.Context) (int, error) { return int(runs.Add(1)), nil })
+		})
+	})
+	id := e.start(t, client.StartRequest{WorkflowType: "unavailable"})
+	var out int
+	if err := e.wait(t, id).Result(&out); err != nil || out != 1 || runs.Load() != 1 || !refused.Load() {
+		t.Errorf("output %d (%v), step ran %d times, refused %v; want 1, once, after a refusal", out, err, runs.Load(), refused.Load())
 	}
 }
