@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -77,6 +78,11 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) error {
 		// The client left as the answer came: the runs go back at once.
 		s.Claimer.Release(tasks)
 		return r.Context().Err()
+	}
+	if err := s.Execution.LoadHistories(r.Context(), tasks, s.Limits.maxHistoryBytes()); err != nil {
+		// The tasks go out without their histories (steps_truncated), and
+		// their workers ask begin per step: slower, never wrong.
+		s.logger.LogAttrs(r.Context(), slog.LevelWarn, "claim answered without histories", slog.Any("error", err))
 	}
 	writeJSON(w, http.StatusOK, claimResponse{Tasks: tasks})
 	return nil

@@ -28,6 +28,9 @@ type taskView struct {
 	Attempt        int             `json:"attempt"`
 	LeaseID        string          `json:"lease_id"`
 	LeaseExpiresAt time.Time       `json:"lease_expires_at"`
+	Steps          []stepView      `json:"steps"`
+	StepsTruncated bool            `json:"steps_truncated"`
+	StepAttempts   map[string]int  `json:"step_attempts"`
 }
 
 type claimResponse struct {

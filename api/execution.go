@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -20,9 +22,10 @@ type ExecutionStore interface {
 	CheckClaimant(ctx context.Context, namespace, queue, workerID string) error
 	HeartbeatRun(ctx context.Context, namespace, runID, leaseID string) (time.Time, error)
 	BeginStep(ctx context.Context, namespace, runID, leaseID string, b domain.BeginStep) (bool, domain.Step, error)
-	CompleteStep(ctx context.Context, namespace, runID, leaseID, name string, output json.RawMessage) (domain.Step, error)
-	FailStep(ctx context.Context, namespace, runID, leaseID, name string, e *domain.ErrorInfo) (domain.Step, bool, error)
-	Sleep(ctx context.Context, namespace, runID, leaseID string, req domain.SleepRequest) (domain.Run, error)
+	ReportStep(ctx context.Context, namespace string, r domain.StepReport) (domain.StepResult, error)
+	ReportSteps(ctx context.Context, namespace string, reports []domain.StepReport) []domain.StepResult
+	Sleep(ctx context.Context, namespace, runID, leaseID string, req domain.SleepRequest) (domain.Run, bool, error)
+	LoadHistories(ctx context.Context, tasks []domain.Task, maxBytes int64) error
 	CompleteRun(ctx context.Context, namespace, runID, leaseID string, output json.RawMessage) (domain.Run, error)
 	CompleteRuns(ctx context.Context, namespace string, items []domain.RunCompletion) []error
 	FailRun(ctx context.Context, namespace, runID, leaseID string, e *domain.ErrorInfo) (domain.Run, error)
@@ -161,8 +164,51 @@ type completeRequest struct {
 	Output json.RawMessage `json:"output"`
 }
 
+// stepReportFields are the members of a step report that say what begin
+// would have said, for a worker that skipped it.
+type stepReportFields struct {
+	Input       json.RawMessage          `json:"input"`
+	RetryPolicy *domain.RetryPolicyInput `json:"retry_policy"`
+	StartedAt   *domain.Timestamp        `json:"started_at"`
+}
+
+// stepReport checks the optional members of a step report, naming its
+// fields after prefix, and puts them into rep.
+func (s *Server) stepReport(r *http.Request, prefix string, f stepReportFields, rep *domain.StepReport) error {
+	if f.Input != nil {
+		if err := s.checkPayload(r, rep.RunID, prefix+"input", f.Input); err != nil {
+			return err
+		}
+		rep.Input = f.Input
+	}
+	if _, err := f.RetryPolicy.Resolve(prefix+"retry_policy", domain.DefaultRetryPolicy()); err != nil {
+		return err
+	}
+	rep.RetryPolicy = f.RetryPolicy
+	if f.StartedAt != nil {
+		t, err := f.StartedAt.Time(prefix + "started_at")
+		if err != nil {
+			return err
+		}
+		rep.StartedAt = &t
+	}
+	return nil
+}
+
+type completeStepRequest struct {
+	leaseCall
+	stepReportFields
+	Output json.RawMessage `json:"output"`
+}
+
+// completeStepResponse is a Step with one more member.
+type completeStepResponse struct {
+	domain.Step
+	AlreadyCompleted bool `json:"already_completed"`
+}
+
 func (s *Server) completeStep(w http.ResponseWriter, r *http.Request) error {
-	var body completeRequest
+	var body completeStepRequest
 	ns, runID, err := s.runCall(w, r, &body)
 	if err != nil {
 		return err
@@ -171,15 +217,19 @@ func (s *Server) completeStep(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	output := orNull(body.Output)
-	if err := s.checkPayload(r, runID, "output", output); err != nil {
+	rep := domain.StepReport{RunID: runID, LeaseID: body.LeaseID, Name: name, Outcome: domain.StepOutcomeComplete,
+		Output: orNull(body.Output)}
+	if err := s.checkPayload(r, runID, "output", rep.Output); err != nil {
 		return err
 	}
-	step, err := s.Execution.CompleteStep(r.Context(), ns, runID, body.LeaseID, name, output)
+	if err := s.stepReport(r, "", body.stepReportFields, &rep); err != nil {
+		return err
+	}
+	res, err := s.Execution.ReportStep(r.Context(), ns, rep)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, step)
+	writeJSON(w, http.StatusOK, completeStepResponse{Step: res.Step, AlreadyCompleted: res.AlreadyCompleted})
 	return nil
 }
 
@@ -197,14 +247,28 @@ func (f *failRequest) validate() error {
 	return f.Error.Validate("error", f.limits)
 }
 
+type failStepRequest struct {
+	failRequest
+	stepReportFields
+}
+
 type failStepResponse struct {
-	Step           domain.Step `json:"step"`
-	RetryScheduled bool        `json:"retry_scheduled"`
-	RetryAt        *time.Time  `json:"retry_at"`
+	Step             domain.Step `json:"step"`
+	AlreadyCompleted bool        `json:"already_completed"`
+	RetryScheduled   bool        `json:"retry_scheduled"`
+	RetryAt          *time.Time  `json:"retry_at"`
+}
+
+func newFailStepResponse(res domain.StepResult) failStepResponse {
+	out := failStepResponse{Step: res.Step, AlreadyCompleted: res.AlreadyCompleted, RetryScheduled: res.RetryScheduled}
+	if res.RetryScheduled {
+		out.RetryAt = res.Step.RetryAt
+	}
+	return out
 }
 
 func (s *Server) failStep(w http.ResponseWriter, r *http.Request) error {
-	body := failRequest{limits: s.Limits.Payload}
+	body := failStepRequest{failRequest: failRequest{limits: s.Limits.Payload}}
 	ns, runID, err := s.runCall(w, r, &body)
 	if err != nil {
 		return err
@@ -213,11 +277,16 @@ func (s *Server) failStep(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	step, retry, err := s.Execution.FailStep(r.Context(), ns, runID, body.LeaseID, name, body.Error)
+	rep := domain.StepReport{RunID: runID, LeaseID: body.LeaseID, Name: name, Outcome: domain.StepOutcomeFail,
+		Error: body.Error}
+	if err := s.stepReport(r, "", body.stepReportFields, &rep); err != nil {
+		return err
+	}
+	res, err := s.Execution.ReportStep(r.Context(), ns, rep)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, failStepResponse{Step: step, RetryScheduled: retry, RetryAt: step.RetryAt})
+	writeJSON(w, http.StatusOK, newFailStepResponse(res))
 	return nil
 }
 
@@ -264,12 +333,19 @@ func (s *Server) sleep(w http.ResponseWriter, r *http.Request) error {
 	if body.DurationMS != nil {
 		req.Duration, _ = domain.DurationMS("duration_ms", *body.DurationMS, domain.MaxStartDelay) // checked by validate
 	}
-	run, err := s.Execution.Sleep(r.Context(), ns, runID, body.LeaseID, req)
+	run, resolved, err := s.Execution.Sleep(r.Context(), ns, runID, body.LeaseID, req)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, run)
+	writeJSON(w, http.StatusOK, sleepResponse{Run: run, Resolved: resolved})
 	return nil
+}
+
+// sleepResponse is the run with one more member: resolved says the sleep
+// was already done, and the lease goes on.
+type sleepResponse struct {
+	domain.Run
+	Resolved bool `json:"resolved"`
 }
 
 func (s *Server) completeRun(w http.ResponseWriter, r *http.Request) error {
@@ -363,6 +439,125 @@ func (s *Server) completeRuns(w http.ResponseWriter, r *http.Request) error {
 			continue
 		}
 		s.metrics.runCompleted()
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// stepReportItem is one item of a batch of step reports.
+type stepReportItem struct {
+	RunID   string             `json:"run_id"`
+	LeaseID string             `json:"lease_id"`
+	Step    string             `json:"step"`
+	Outcome domain.StepOutcome `json:"outcome"`
+	Output  json.RawMessage    `json:"output"`
+	Error   *domain.ErrorInfo  `json:"error"`
+	stepReportFields
+}
+
+type reportStepsRequest struct {
+	Steps []stepReportItem `json:"steps"`
+}
+
+type reportStepsResult struct {
+	RunID            string       `json:"run_id"`
+	Step             *domain.Step `json:"step"`
+	AlreadyCompleted bool         `json:"already_completed"`
+	RetryScheduled   bool         `json:"retry_scheduled"`
+	RetryAt          *time.Time   `json:"retry_at"`
+	Error            *Problem     `json:"error"`
+}
+
+type reportStepsResponse struct {
+	Steps []reportStepsResult `json:"steps"`
+}
+
+// batchStepReport checks one item of a batch of step reports and returns it as
+// a report; field names it (steps[3]).
+func (s *Server) batchStepReport(r *http.Request, field string, it stepReportItem) (domain.StepReport, error) {
+	rep := domain.StepReport{RunID: it.RunID, LeaseID: it.LeaseID, Name: it.Step, Outcome: it.Outcome}
+	if err := domain.ValidateUUID(field+".run_id", it.RunID); err != nil {
+		return rep, err
+	}
+	if err := domain.ValidateUUID(field+".lease_id", it.LeaseID); err != nil {
+		return rep, err
+	}
+	if err := domain.ValidateName(field+".step", it.Step); err != nil {
+		return rep, err
+	}
+	// Bytes the database would refuse refuse the whole request here, so
+	// that one item's fault never reaches the batch's transaction.
+	for _, raw := range []struct {
+		field string
+		v     []byte
+	}{{".output", it.Output}, {".input", it.Input}} {
+		if !utf8.Valid(raw.v) {
+			return rep, domain.Invalid(field+raw.field, "is not valid UTF-8")
+		}
+	}
+	if it.Error != nil && strings.ContainsRune(it.Error.Message, 0) {
+		return rep, domain.Invalid(field+".error.message", "must not contain \\u0000")
+	}
+	switch it.Outcome {
+	case domain.StepOutcomeComplete:
+		if it.Error != nil {
+			return rep, domain.Invalid(field+".error", "is for outcome fail only")
+		}
+		rep.Output = orNull(it.Output)
+		if err := s.checkPayload(r, it.RunID, field+".output", rep.Output); err != nil {
+			return rep, err
+		}
+	case domain.StepOutcomeFail:
+		if it.Output != nil && string(it.Output) != "null" {
+			return rep, domain.Invalid(field+".output", "is for outcome complete only")
+		}
+		if err := it.Error.Validate(field+".error", s.Limits.Payload); err != nil {
+			return rep, err
+		}
+		rep.Error = it.Error
+	default:
+		return rep, domain.Invalid(field+".outcome", "must be complete or fail, not %q", it.Outcome)
+	}
+	return rep, s.stepReport(r, field+".", it.stepReportFields, &rep)
+}
+
+// reportSteps records many step reports of runs of one namespace in one
+// request, each under its own lease: the way a busy worker reports the
+// steps it ran. A malformed item refuses the whole request; a report its
+// lease no longer holds is refused in its own result and the others are
+// recorded.
+func (s *Server) reportSteps(w http.ResponseWriter, r *http.Request) error {
+	var req reportStepsRequest
+	if err := decode(w, r, s.Limits.MaxBatchBytes, &req); err != nil {
+		return err
+	}
+	if len(req.Steps) == 0 || len(req.Steps) > s.Limits.MaxBatch {
+		return domain.Invalid("steps", "must hold 1 to %d items, not %d", s.Limits.MaxBatch, len(req.Steps))
+	}
+	reports := make([]domain.StepReport, len(req.Steps))
+	for i, it := range req.Steps {
+		var err error
+		if reports[i], err = s.batchStepReport(r, fmt.Sprintf("steps[%d]", i), it); err != nil {
+			return err
+		}
+	}
+	results := s.Execution.ReportSteps(r.Context(), chi.URLParam(r, "namespace"), reports)
+	res := reportStepsResponse{Steps: make([]reportStepsResult, len(results))}
+	for i, sr := range results {
+		out := reportStepsResult{RunID: reports[i].RunID}
+		if sr.Err != nil {
+			// Even a server fault is this item's alone (see completeRuns).
+			p := problemFor(sr.Err)
+			if p.Status >= 500 {
+				s.logger.LogAttrs(r.Context(), slog.LevelError, "step report failed",
+					slog.String("run_id", reports[i].RunID), slog.Any("error", sr.Err))
+			}
+			out.Error = &p
+		} else {
+			f := newFailStepResponse(sr)
+			out.Step, out.AlreadyCompleted, out.RetryScheduled, out.RetryAt = &f.Step, f.AlreadyCompleted, f.RetryScheduled, f.RetryAt
+		}
+		res.Steps[i] = out
 	}
 	writeJSON(w, http.StatusOK, res)
 	return nil

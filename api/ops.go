@@ -55,6 +55,7 @@ type infoLimits struct {
 	MaxWaitMS           int64 `json:"max_wait_ms"`
 	LeaseDurationMS     int64 `json:"lease_duration_ms"`
 	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
+	MaxHistoryBytes     int64 `json:"max_history_bytes"`
 }
 
 // Timeouts are the limits on slow or stalled clients, reported in
@@ -95,6 +96,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 			MaxWaitMS:           l.MaxWait.Milliseconds(),
 			LeaseDurationMS:     l.LeaseDuration.Milliseconds(),
 			HeartbeatIntervalMS: l.HeartbeatInterval.Milliseconds(),
+			MaxHistoryBytes:     l.maxHistoryBytes(),
 		},
 		TimeoutsMS: infoTimeouts{
 			ReadHeader: s.Timeouts.ReadHeader.Milliseconds(),

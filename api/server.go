@@ -27,6 +27,16 @@ type Limits struct {
 	MaxWait           time.Duration
 	LeaseDuration     time.Duration
 	HeartbeatInterval time.Duration
+	// MaxHistoryBytes bounds the histories of one claim answer together
+	// (0: domain.DefaultMaxHistoryBytes).
+	MaxHistoryBytes int64
+}
+
+func (l Limits) maxHistoryBytes() int64 {
+	if l.MaxHistoryBytes <= 0 {
+		return domain.DefaultMaxHistoryBytes
+	}
+	return l.MaxHistoryBytes
 }
 
 // singleBodyLimit is the cap on a request body that carries one payload.
@@ -198,6 +208,7 @@ func (s *Server) routes() chi.Router {
 			})
 			r.Get("/stats", s.h(s.stats))
 			r.Get("/workflow-types", s.h(s.listWorkflowTypes))
+			r.Post("/steps/batch", s.h(s.reportSteps))
 			r.Get("/task-queues", s.h(s.listTaskQueues))
 			r.Patch("/task-queues/{queue}", s.h(s.patchTaskQueue))
 			// Long polls: kept out of any timeout middleware.

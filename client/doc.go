@@ -73,7 +73,12 @@
 // failed and its retry came due, after a crash of the worker — the
 // workflow function starts over from the top, and each step that already
 // completed returns its recorded result without running again (replay).
-// So the function resumes where it left off.
+// So the function resumes where it left off. Replays cost no request: the
+// run's task carries its recorded steps. A new step costs one write when
+// it ends, and the steps of a worker's runs that end together go to the
+// server in one request. A step is recorded once: if another execution
+// recorded it first (a second worker, after this one's lease was lost),
+// Step returns that record's result.
 //
 // A sleep, and a failed step whose retry policy allows another attempt,
 // end the run's lease: the worker lets go of the run until it is due.

@@ -20,8 +20,11 @@ type execution struct {
 	task     task
 	workerID string // the registration that claimed the run
 	began    time.Time
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
+	// history is the run's memoized steps by name, from the task; nil when
+	// the task carried none, and then each step asks begin.
+	history map[string]StepAttempt
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
 
 	mu sync.Mutex
 	// stopped is set once the execution may report nothing more: the run
@@ -184,8 +187,15 @@ func (ex *execution) begin(name string, kind StepKind, retry *RetryPolicy) (begi
 	return res, err
 }
 
-func (ex *execution) completeStep(name string, output json.RawMessage) error {
-	return ex.call(outputBody{LeaseID: ex.task.LeaseID, Output: output}, nil, "steps", name, "complete")
+// completeStep records a step's output and returns the step as recorded:
+// another one when the step had already completed (AlreadyCompleted).
+func (ex *execution) completeStep(name string, output json.RawMessage) (stepRecord, error) {
+	var res struct {
+		StepAttempt
+		AlreadyCompleted bool `json:"already_completed"`
+	}
+	err := ex.call(outputBody{LeaseID: ex.task.LeaseID, Output: output}, &res, "steps", name, "complete")
+	return stepRecord{Step: res.StepAttempt, AlreadyCompleted: res.AlreadyCompleted}, err
 }
 
 // failStep records a failed step attempt and reports whether a retry was
@@ -288,4 +298,16 @@ func callWorkflow(ctx *WorkflowContext, fn workflowFunc) (out json.RawMessage, e
 		}
 	}()
 	return fn(ctx, ctx.ex.task.Input)
+}
+
+// newHistory indexes a task's history by step name; nil for no history.
+func newHistory(steps []StepAttempt) map[string]StepAttempt {
+	if steps == nil {
+		return nil
+	}
+	h := make(map[string]StepAttempt, len(steps))
+	for _, st := range steps {
+		h[st.Name] = st
+	}
+	return h
 }

@@ -270,10 +270,11 @@ func testNoWarningForRunHeartbeatEndedByCompletion(t *testing.T, e *env) {
 	}
 }
 
-// A worker frozen between a step's begin and its function (here: every
-// request and answer held while the lease runs out) does not run the step
-// function once it thaws: the run's lease has passed. The next attempt
-// runs it.
+// A worker frozen before a step's function (here: from the record of the
+// step before it, every request and answer held while the lease runs out)
+// does not run the step function once it thaws: the run's lease has
+// passed. The next attempt runs it, replaying the step before from the
+// history.
 func testFrozenWorkerRunsNoStepPastItsLease(t *testing.T, e *env) {
 	thaw := make(chan struct{})
 	var frozen atomic.Bool
@@ -285,7 +286,7 @@ func testFrozenWorkerRunsNoStepPastItsLease(t *testing.T, e *env) {
 			}
 		}
 		resp, err := next.RoundTrip(r)
-		if err == nil && strings.HasSuffix(r.URL.Path, "/steps/s/begin") && frozen.CompareAndSwap(false, true) {
+		if err == nil && strings.HasSuffix(r.URL.Path, "/steps/batch") && frozen.CompareAndSwap(false, true) {
 			close(freezing)
 		}
 		if frozen.Load() {
@@ -307,6 +308,9 @@ func testFrozenWorkerRunsNoStepPastItsLease(t *testing.T, e *env) {
 	e.startWorker(t, func(w *client.Worker) {
 		client.Register(w, "frozen", func(ctx *client.WorkflowContext, _ any) (out string, err error) {
 			defer func() { results <- result{ctx.Attempt(), err} }()
+			if _, err := client.Step(ctx, "a", func(context.Context) (int, error) { return 1, nil }); err != nil {
+				return "", err
+			}
 			return client.Step(ctx, "s", func(context.Context) (string, error) {
 				stepAttempts.Store(ctx.Attempt(), true)
 				return "done", nil
@@ -315,7 +319,7 @@ func testFrozenWorkerRunsNoStepPastItsLease(t *testing.T, e *env) {
 	})
 	id := e.start(t, client.StartRequest{WorkflowType: "frozen",
 		RetryPolicy: &client.RetryPolicy{InitialInterval: time.Millisecond, BackoffCoefficient: 1}})
-	receive(t, freezing, "the begin of the step")
+	receive(t, freezing, "the record of the step before")
 	deadline := time.Now().Add(20 * time.Second)
 	for run := e.get(t, id); run.Status == client.StatusRunning && run.Attempt == 1; run = e.get(t, id) {
 		if time.Now().After(deadline) {

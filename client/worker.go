@@ -52,7 +52,8 @@ type Worker struct {
 	completed atomic.Int64 // runs completed since the last heartbeat
 	failed    atomic.Int64 // attempts failed since the last heartbeat
 
-	completer *batch.Batcher[completion, error]
+	completer    *batch.Batcher[completion, error]
+	stepReporter *batch.Batcher[stepReport, stepOutcome]
 }
 
 // workflowFunc is a registered workflow with its JSON coding.
@@ -121,6 +122,7 @@ func NewWorker(c *Client, taskQueue string, opts ...WorkerOption) *Worker {
 		changed:   make(chan struct{}, 1),
 	}
 	w.completer = newCompleter(w)
+	w.stepReporter = newStepReporter(w)
 	return w
 }
 
@@ -454,6 +456,13 @@ type task struct {
 	Attempt        int             `json:"attempt"`
 	LeaseID        string          `json:"lease_id"`
 	LeaseExpiresAt time.Time       `json:"lease_expires_at"`
+	// Steps is the run's memoized history; nil when the server sent none
+	// (too large: StepsTruncated; or a server that knows no histories).
+	Steps          []StepAttempt `json:"steps"`
+	StepsTruncated bool          `json:"steps_truncated"`
+	// StepAttempts numbers the latest attempt of the steps with attempts
+	// that are not in Steps.
+	StepAttempts map[string]int `json:"step_attempts"`
 }
 
 // claimWait is how long a claim asks the server to hold it; the server
@@ -478,7 +487,8 @@ func (w *Worker) claim(ctx context.Context, id string, types []string, n int) ([
 
 // start executes t in a goroutine of its own.
 func (w *Worker) start(ctx context.Context, t task, workerID string, clock answerClock) {
-	ex := &execution{w: w, task: t, workerID: workerID, began: time.Now(), leaseEnds: clock.localTime(t.LeaseExpiresAt)}
+	ex := &execution{w: w, task: t, workerID: workerID, began: time.Now(), leaseEnds: clock.localTime(t.LeaseExpiresAt),
+		history: newHistory(t.Steps)}
 	ex.ctx, ex.cancel = context.WithCancelCause(ctx)
 	w.mu.Lock()
 	fn := w.workflows[t.WorkflowType]

@@ -1,10 +1,12 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,7 +17,9 @@ import (
 
 	"github.com/kagzi/kagzi/api"
 	"github.com/kagzi/kagzi/client"
+	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/internal/testserver"
+	"github.com/kagzi/kagzi/postgres"
 )
 
 // fastStepRetry retries a step after a millisecond.
@@ -45,6 +49,9 @@ func TestWorker(t *testing.T) {
 		{"HeartbeatCadenceWithSlowRunHeartbeat", testHeartbeatCadenceWithSlowRunHeartbeat},
 		{"NoWarningForRunHeartbeatEndedByCompletion", testNoWarningForRunHeartbeatEndedByCompletion},
 		{"FrozenWorkerRunsNoStepPastItsLease", testFrozenWorkerRunsNoStepPastItsLease},
+		{"StepRecordedElsewhereKeepsItsOutput", testStepRecordedElsewhereKeepsItsOutput},
+		{"BeginsStepsWhenHistoryTruncated", testBeginsStepsWhenHistoryTruncated},
+		{"StepReportRetriedAfterItsOwn503", testStepReportRetriedAfterItsOwn503},
 	}, testserver.WithLimits(func(l *api.Limits) {
 		l.LeaseDuration = testLease
 		l.Payload.MaxBytes, l.Payload.WarnBytes = 64<<10, 32<<10 // quick to exceed
@@ -125,6 +132,104 @@ func testWorkerReplaysCompletedSteps(t *testing.T, e *env) {
 	})
 	if n, f := e.rec.runCalls(id, "/complete"), e.rec.runCalls(id, "/fail"); n != 1 || f != 0 {
 		t.Errorf("the worker completed the run %d times and failed it %d times, want 1 and 0", n, f)
+	}
+	// Replays came from the tasks' histories: no begin, and one write per
+	// step attempt (a, b twice, c).
+	for _, step := range []string{"a", "b", "c", "sleep-1"} {
+		if n := e.rec.runCalls(id, "/steps/"+step+"/begin"); n != 0 {
+			t.Errorf("the worker began step %s %d times, want none", step, n)
+		}
+	}
+	if n := stepWrites(e, id); n != 4 {
+		t.Errorf("the worker reported %d step attempts, want 4", n)
+	}
+}
+
+// stepWrites counts the step reports of runID the workers sent.
+func stepWrites(e *env, runID string) int {
+	n := 0
+	for _, c := range e.rec.answered(func(c call) bool { return strings.HasSuffix(c.path, "/steps/batch") }) {
+		n += bytes.Count(c.body, []byte(`"run_id":"`+runID+`"`))
+	}
+	return n
+}
+
+// A step that was recorded while its function ran (as by a second worker
+// around a lost lease) keeps its recorded outcome: the server answers
+// already_completed, and Step returns the recorded output, not fn's.
+func testStepRecordedElsewhereKeepsItsOutput(t *testing.T, e *env) {
+	var runs atomic.Int32
+	e.startWorker(t, func(w *client.Worker) {
+		client.Register(w, "twice", func(ctx *client.WorkflowContext, _ any) (string, error) {
+			return client.Step(ctx, "s", func(sctx context.Context) (string, error) {
+				runs.Add(1)
+				var leaseID string
+				if err := e.srv.Pool.QueryRow(sctx, `SELECT lease_id FROM workflow_runs WHERE run_id = $1`,
+					ctx.RunID()).Scan(&leaseID); err != nil {
+					return "", err
+				}
+				_, err := postgres.NewStore(e.srv.Pool, time.Minute).ReportStep(sctx, e.ns, domain.StepReport{RunID: ctx.RunID(), LeaseID: leaseID,
+					Name: "s", Outcome: domain.StepOutcomeComplete, Output: json.RawMessage(`"recorded first"`)})
+				return "mine", err
+			})
+		})
+	})
+	id := e.start(t, client.StartRequest{WorkflowType: "twice"})
+	var out string
+	if err := e.wait(t, id).Result(&out); err != nil || out != "recorded first" || runs.Load() != 1 {
+		t.Errorf("output = %q (%v), step ran %d times; want the recorded output, one run", out, err, runs.Load())
+	}
+	if got := e.steps(t, id); !slices.Equal(got, []string{"s:1:completed"}) {
+		t.Errorf("steps = %v, want s recorded once", got)
+	}
+}
+
+// A task whose history did not fit (steps_truncated) is run with begin per
+// step, as before histories.
+func testBeginsStepsWhenHistoryTruncated(t *testing.T, e *env) {
+	e.hook(func(r *http.Request, next http.RoundTripper) (*http.Response, error) {
+		resp, err := next.RoundTrip(r)
+		if err != nil || !strings.HasSuffix(r.URL.Path, "/claim") || resp.StatusCode != http.StatusOK {
+			return resp, err
+		}
+		var body struct {
+			Tasks []map[string]any `json:"tasks"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return nil, err
+		}
+		resp.Body.Close()
+		for _, task := range body.Tasks {
+			task["steps"], task["steps_truncated"] = nil, true
+		}
+		b, _ := json.Marshal(body)
+		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+		resp.Header.Del("Content-Length")
+		return resp, nil
+	})
+	var aRuns atomic.Int32
+	e.startWorker(t, func(w *client.Worker) {
+		client.Register(w, "truncated", func(ctx *client.WorkflowContext, _ any) (string, error) {
+			a, err := client.Step(ctx, "a", func(context.Context) (string, error) { aRuns.Add(1); return "A", nil })
+			if err != nil {
+				return "", err
+			}
+			if err := client.Sleep(ctx, time.Millisecond, client.WithSleepName("nap")); err != nil {
+				return "", err
+			}
+			return a, nil
+		})
+	})
+	id := e.start(t, client.StartRequest{WorkflowType: "truncated"})
+	var out string
+	if err := e.wait(t, id).Result(&out); err != nil || out != "A" || aRuns.Load() != 1 {
+		t.Errorf("output = %q (%v), a ran %d times; want A, once", out, err, aRuns.Load())
+	}
+	if n := e.rec.runCalls(id, "/steps/a/begin"); n != 2 {
+		t.Errorf("begin of a: %d calls, want 2 (a run and a replay)", n)
+	}
+	if n := stepWrites(e, id); n != 0 {
+		t.Errorf("step reports: %d, want none (begin, then complete)", n)
 	}
 }
 
@@ -491,8 +596,10 @@ func testStopReleasesRunsWithoutBurningAttempts(t *testing.T, e *env) {
 		t.Errorf("run = %s attempt %d, want completed on attempt 1", run.Status, run.Attempt)
 	}
 	steps, _ := e.c.Steps(context.Background(), id)
-	if got, want := e.steps(t, id), []string{"block:1:failed", "block:2:completed"}; !slices.Equal(got, want) || steps[0].Error == nil || steps[0].Error.Type != "released" {
-		t.Errorf("steps = %v (first error %+v), want %v, the first released", got, steps[0].Error, want)
+	// The step is recorded once it ends, without begin: the released
+	// execution left no attempt of it.
+	if got, want := e.steps(t, id), []string{"block:1:completed"}; !slices.Equal(got, want) || steps[0].Error != nil {
+		t.Errorf("steps = %v (first error %+v), want %v", got, steps[0].Error, want)
 	}
 }
 
@@ -686,5 +793,45 @@ func testOutputTooLarge(t *testing.T, e *env) {
 	}
 	if got, want := e.steps(t, e.list(t, "big")[0]), []string{"big:1:failed"}; !slices.Equal(got, want) {
 		t.Errorf("steps = %v, want %v", got, want)
+	}
+}
+
+// A step report the server answers with an item error 503 (its
+// transaction kept failing) is sent again, and the workflow goes on: the
+// step is not failed for it.
+func testStepReportRetriedAfterItsOwn503(t *testing.T, e *env) {
+	var refused atomic.Bool
+	e.hook(func(r *http.Request, next http.RoundTripper) (*http.Response, error) {
+		if !strings.HasSuffix(r.URL.Path, "/steps/batch") || !refused.CompareAndSwap(false, true) {
+			return next.RoundTrip(r)
+		}
+		var body struct {
+			Steps []struct {
+				RunID string `json:"run_id"`
+			} `json:"steps"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			return nil, err
+		}
+		var items []string
+		for _, it := range body.Steps {
+			items = append(items, `{"run_id":"`+it.RunID+`","step":null,"already_completed":false,"retry_scheduled":false,`+
+				`"retry_at":null,"error":{"title":"Service Unavailable","status":503,"code":"unavailable","detail":"made up by the test"}}`)
+		}
+		answer := `{"steps":[` + strings.Join(items, ",") + `]}`
+		return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(answer)),
+			ContentLength: int64(len(answer)), Request: r}, nil
+	})
+	var runs atomic.Int32
+	e.startWorker(t, func(w *client.Worker) {
+		client.Register(w, "unavailable", func(ctx *client.WorkflowContext, _ any) (int, error) {
+			return client.Step(ctx, "s", func(context.Context) (int, error) { return int(runs.Add(1)), nil })
+		})
+	})
+	id := e.start(t, client.StartRequest{WorkflowType: "unavailable"})
+	var out int
+	if err := e.wait(t, id).Result(&out); err != nil || out != 1 || runs.Load() != 1 || !refused.Load() {
+		t.Errorf("output %d (%v), step ran %d times, refused %v; want 1, once, after a refusal", out, err, runs.Load(), refused.Load())
 	}
 }

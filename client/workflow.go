@@ -101,11 +101,13 @@ func WithStepRetry(p RetryPolicy) StepOption {
 // for instance by compensating. NonRetryable and ErrorType mark errors
 // that must not be retried.
 //
-// Caveat: the server (API v1) does not replay a step that failed for good
-// as a failure. If the workflow goes on after such a failure and is then
-// suspended (a sleep, a step retry), the replay runs the failed step again.
-// Until the server records those failures for replay, keep what follows a
-// failure short: compensating steps with no sleep, then return.
+// A step that failed for good is replayed as that failure within the
+// run's attempt. Replays read the history the run's task carried, with no
+// request; a new step is recorded with one write when fn returns (steps of
+// the worker's runs that end together go in one request), and a step that
+// was recorded meanwhile, by another execution, keeps that record: Step
+// returns its outcome. When the history was too large to carry, each step
+// asks the server (begin) as it comes.
 //
 // Names identify steps within a run, so each step must have its own,
 // the same in every execution ("charge", or fmt.Sprintf("item-%d", i)
@@ -118,6 +120,9 @@ func Step[T any](ctx *WorkflowContext, name string, fn func(context.Context) (T,
 		o(&cfg)
 	}
 	ex := ctx.ex
+	if ex.history != nil {
+		return recordedStep(ctx, name, fn, cfg)
+	}
 	begun, err := ex.begin(name, StepFunction, cfg.retry)
 	if err != nil {
 		return zero, err
@@ -147,8 +152,10 @@ func Step[T any](ctx *WorkflowContext, name string, fn func(context.Context) (T,
 		if err != nil {
 			ferr = NonRetryable(ErrorType(fmt.Errorf("encode the output: %w", err), "invalid_output"))
 		} else {
-			err = ex.completeStep(name, out)
+			rec, err := ex.completeStep(name, out)
 			switch {
+			case err == nil && rec.AlreadyCompleted:
+				return replayed[T](name, rec.Step)
 			case err == nil:
 				var r T
 				if err := json.Unmarshal(out, &r); err != nil {
@@ -172,6 +179,75 @@ func Step[T any](ctx *WorkflowContext, name string, fn func(context.Context) (T,
 		return zero, ex.suspend()
 	}
 	return zero, fmt.Errorf("step %q: %w", name, ferr)
+}
+
+// recordedStep is Step for a run whose task carried its history: a step
+// in it is replayed with no request, and a new step is recorded with one
+// write when it ends (no begin). A step that another execution recorded
+// meanwhile (a second worker around a lost lease) keeps its recorded
+// outcome, which Step returns in place of fn's.
+func recordedStep[T any](ctx *WorkflowContext, name string, fn func(context.Context) (T, error), cfg stepConfig) (T, error) {
+	var zero T
+	ex := ctx.ex
+	if st, ok := ex.history[name]; ok {
+		return replayed[T](name, st)
+	}
+	if err := ex.checkLease(); err != nil {
+		return zero, err
+	}
+	started := time.Now()
+	attempt := ex.task.StepAttempts[name] + 1
+	sctx := context.WithValue(ex.ctx, stepInfoKey{}, StepInfo{RunID: ex.task.RunID, Name: name, Attempt: attempt})
+	v, ferr := callStep(sctx, fn)
+	if cause := ex.err(); cause != nil {
+		return zero, cause
+	}
+	report := stepReport{name: name, retry: cfg.retry, startedAt: started}
+	if ferr == nil {
+		out, err := json.Marshal(v)
+		if err != nil {
+			ferr = NonRetryable(ErrorType(fmt.Errorf("encode the output: %w", err), "invalid_output"))
+		} else {
+			report.output = out
+			rec, err := ex.recordStep(report)
+			switch {
+			case err == nil:
+				return replayed[T](name, rec.Step)
+			case errors.Is(err, ErrPayloadTooLarge) && ex.err() == nil:
+				// A retry would produce the same output: it fails for good.
+				ferr = NonRetryable(ErrorType(err, "payload_too_large"))
+			default:
+				return zero, err
+			}
+		}
+	}
+	report.output, report.err = nil, errorInfo(ferr)
+	rec, err := ex.recordStep(report)
+	switch {
+	case err != nil:
+		return zero, err
+	case rec.AlreadyCompleted:
+		return replayed[T](name, rec.Step)
+	case rec.RetryScheduled:
+		return zero, ex.suspend()
+	}
+	return zero, fmt.Errorf("step %q: %w", name, ferr)
+}
+
+// replayed returns a step's recorded outcome: its output decoded, or the
+// error it failed for good with.
+func replayed[T any](name string, st StepAttempt) (T, error) {
+	var v T
+	if st.Status == StepFailed {
+		if st.Error == nil {
+			return v, fmt.Errorf("step %q failed", name)
+		}
+		return v, fmt.Errorf("step %q: %w", name, recordedError(st.Error))
+	}
+	if err := json.Unmarshal(st.Output, &v); err != nil {
+		return v, fmt.Errorf("step %q: decode its recorded output as %T: %w", name, v, err)
+	}
+	return v, nil
 }
 
 // callStep calls fn, turning a panic into an error.
@@ -249,6 +325,24 @@ func (ex *execution) sleepName(opts []SleepOption) string {
 }
 
 func (ex *execution) sleep(name string, body sleepBody) error {
+	if ex.history != nil {
+		// From the history: a sleep in it is over; any other is asked
+		// for without begin, and one already over answers resolved.
+		if st, ok := ex.history[name]; ok && st.Status == StepCompleted {
+			return nil
+		}
+		body.LeaseID, body.Step = ex.task.LeaseID, name
+		var res struct {
+			Resolved bool `json:"resolved"`
+		}
+		if err := ex.call(body, &res, "sleep"); err != nil {
+			return err
+		}
+		if res.Resolved {
+			return nil
+		}
+		return ex.suspend()
+	}
 	begun, err := ex.begin(name, StepSleep, nil)
 	if err != nil {
 		return err

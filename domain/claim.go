@@ -47,6 +47,20 @@ type Task struct {
 	Attempt        int             `json:"attempt"`
 	LeaseID        string          `json:"lease_id"`
 	LeaseExpiresAt time.Time       `json:"lease_expires_at"`
+	// Steps is the run's memoized history: the latest attempt of each
+	// step that completed, or failed for good in this attempt of the run,
+	// in the order they began. It is nil, and StepsTruncated set, when the
+	// history did not fit in the claim answer.
+	Steps          []Step `json:"steps"`
+	StepsTruncated bool   `json:"steps_truncated"`
+	// StepAttempts gives, for each step with attempts but not in Steps
+	// (a retry due, an attempt cut short), its latest attempt's number, so
+	// that a worker that skips begin knows which attempt it runs. Empty
+	// when Steps is nil.
+	StepAttempts map[string]int `json:"step_attempts"`
+	// Fresh says that this is the run's first claim, so that it has no
+	// history to load.
+	Fresh bool `json:"-"`
 }
 
 // SlotTask is a claimed task and the index of the waiting slot it was

@@ -5,6 +5,10 @@ import (
 	"time"
 )
 
+// DefaultMaxHistoryBytes is the default bound on the histories of one
+// claim answer together.
+const DefaultMaxHistoryBytes = 4 << 20
+
 // StepKind says what a step is.
 type StepKind string
 
@@ -36,6 +40,7 @@ type Step struct {
 	Error      *ErrorInfo      `json:"error"`
 	RetryAt    *time.Time      `json:"retry_at"`
 	WakeUpAt   *time.Time      `json:"wake_up_at"`
+	StartedAt  time.Time       `json:"started_at"`
 	CreatedAt  time.Time       `json:"created_at"`
 	FinishedAt *time.Time      `json:"finished_at"`
 }
@@ -54,4 +59,40 @@ type SleepRequest struct {
 	Step     string
 	Duration time.Duration
 	Until    *time.Time
+}
+
+// StepOutcome says how a reported step attempt ended.
+type StepOutcome string
+
+// Step outcomes.
+const (
+	StepOutcomeComplete StepOutcome = "complete"
+	StepOutcomeFail     StepOutcome = "fail"
+)
+
+// StepReport is a worker's report of a step's outcome: its output, or its
+// error. When the step has no running attempt (the worker skipped begin),
+// the report records the attempt and its outcome at once, with Input,
+// RetryPolicy and StartedAt as begin would have had them.
+type StepReport struct {
+	RunID       string
+	LeaseID     string
+	Name        string
+	Outcome     StepOutcome
+	Output      json.RawMessage
+	Error       *ErrorInfo
+	Input       json.RawMessage
+	RetryPolicy *RetryPolicyInput
+	StartedAt   *time.Time
+}
+
+// StepResult is what a step report did. AlreadyCompleted says that the
+// step had already completed, or failed for good in this attempt of its
+// run: nothing was written, and Step is the recorded attempt. Err, when
+// set, says why nothing was recorded (lease lost, cancelled, ...).
+type StepResult struct {
+	Step             Step
+	AlreadyCompleted bool
+	RetryScheduled   bool
+	Err              error
 }

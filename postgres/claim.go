@@ -133,6 +133,8 @@ const claimLimitedSQL = claimHeadSQL + `, candidates AS (
 
 // claimTailSQL marks the picked runs running under fresh leases, the n-th
 // for the n-th eligible slot, and answers them with the claimants' states.
+// A run claimed for the first time (its start set now) is fresh: it has no
+// history to load.
 // A claim starts a new attempt only when the previous one failed or its
 // lease expired (new_attempt). A run picked for a slot that turned out
 // refused stays pending, but was locked meanwhile, so a concurrent claim
@@ -149,18 +151,18 @@ const claimTailSQL = `, claimed AS (
 	FROM picked JOIN slots USING (slot)
 	WHERE r.run_id = picked.run_id
 	RETURNING slots.ord, r.run_id, r.workflow_type, r.version, r.input, r.attempt, r.lease_id,
-		r.lease_expires_at
+		r.lease_expires_at, r.started_at = now() AS fresh
 ), dropped AS (
 	SELECT pg_notify('` + Channel + `', 'q:' || $1 || '/' || $2)
 	WHERE (SELECT count(*) FROM picked) > (SELECT count(*) FROM claimed)
 )
-SELECT ord, run_id, workflow_type, version, input, attempt, lease_id, lease_expires_at,
+SELECT ord, run_id, workflow_type, version, input, attempt, lease_id, lease_expires_at, fresh,
 	NULL::uuid, NULL, NULL
 FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, worker_id, status, task_queue FROM claimants
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, worker_id, status, task_queue FROM claimants
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM dropped`
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM dropped`
 
 // ClaimRuns claims runs for a batch of waiting slots; see
 // distributor.Store. Slots of workers that may not claim (draining,
@@ -225,6 +227,7 @@ type claimRow struct {
 	attempt        *int
 	leaseID        *string
 	leaseExpiresAt *time.Time
+	fresh          *bool
 	workerID       *string
 	workerStatus   *domain.WorkerStatus
 	workerQueue    *string
@@ -244,7 +247,7 @@ func runClaim(ctx context.Context, q interface {
 	claimed, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (claimRow, error) {
 		var r claimRow
 		err := row.Scan(&r.ord, &r.runID, &r.typ, &r.task.Version, &r.task.Input, &r.attempt, &r.leaseID,
-			&r.leaseExpiresAt, &r.workerID, &r.workerStatus, &r.workerQueue)
+			&r.leaseExpiresAt, &r.fresh, &r.workerID, &r.workerStatus, &r.workerQueue)
 		return r, err
 	})
 	if err != nil {
@@ -256,7 +259,7 @@ func runClaim(ctx context.Context, q interface {
 		case r.ord != nil:
 			t := r.task
 			t.RunID, t.WorkflowType, t.Attempt, t.LeaseID = *r.runID, *r.typ, *r.attempt, *r.leaseID
-			t.LeaseExpiresAt = *r.leaseExpiresAt
+			t.LeaseExpiresAt, t.Fresh = *r.leaseExpiresAt, *r.fresh
 			utc(&t.LeaseExpiresAt)
 			res.Tasks = append(res.Tasks, domain.SlotTask{Slot: *r.ord - 1, Task: t}) // ordinality counts from 1
 		case r.workerID != nil:

@@ -69,22 +69,6 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) e
 	return nil
 }
 
-// inStepTx is inTx for the records of step attempts, committed without
-// waiting for the WAL flush. That is safe because steps run at least once
-// anyway: a step record lost in a crash only means the step runs again,
-// exactly as when a worker dies after running it; and the run's own
-// completion, committed synchronously later, flushes the WAL before it.
-// It keeps a busy worker's many small step transactions from queueing on
-// WAL flushes.
-func (s *Store) inStepTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
-	return s.inTx(ctx, op, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
-			return err
-		}
-		return fn(tx)
-	})
-}
-
 const heartbeatRunSQL = `
 UPDATE workflow_runs SET lease_expires_at = now() + $4 * interval '1 millisecond'
 WHERE ` + leaseGuard + ` RETURNING lease_expires_at`
@@ -129,7 +113,7 @@ type stepState struct {
 func latestStep(ctx context.Context, tx pgx.Tx, runID, name string) (stepState, error) {
 	var st stepState
 	err := tx.QueryRow(ctx, latestStepSQL, runID, name).Scan(&st.RunID, &st.Name, &st.Kind, &st.Attempt,
-		&st.Status, &st.Input, &st.Output, &st.Error, &st.RetryAt, &st.WakeUpAt, &st.CreatedAt,
+		&st.Status, &st.Input, &st.Output, &st.Error, &st.RetryAt, &st.WakeUpAt, &st.StartedAt, &st.CreatedAt,
 		&st.FinishedAt, &st.policy, &st.runAttempt, &st.attempts)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, nil
@@ -209,7 +193,7 @@ RETURNING ` + stepColumns
 // is returned as it is, so a begin the worker retried does not start a
 // second attempt.
 func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string, b domain.BeginStep) (shouldExecute bool, step domain.Step, err error) {
-	err = s.inStepTx(ctx, "begin step "+b.Name, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, "begin step "+b.Name, func(tx pgx.Tx) error {
 		runAttempt, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
 		if err != nil {
 			return err
@@ -246,36 +230,6 @@ UPDATE workflow_steps SET status = 'completed', output = $3, finished_at = now()
 WHERE run_id = $1 AND name = $2 AND status = 'running' AND (run_attempt IS NULL OR run_attempt = $4)
 RETURNING ` + stepColumns
 
-// CompleteStep records the output of a step's running attempt.
-func (s *Store) CompleteStep(ctx context.Context, namespace, runID, leaseID, name string, output json.RawMessage) (domain.Step, error) {
-	var step domain.Step
-	err := s.inStepTx(ctx, "complete step "+name, func(tx pgx.Tx) error {
-		runAttempt, _, err := fence(ctx, tx, namespace, runID, leaseID)
-		if err != nil {
-			return err
-		}
-		err = scanStep(tx.QueryRow(ctx, completeStepSQL, runID, name, output, runAttempt), &step)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return noRunningStep(ctx, tx, runID, name, runAttempt)
-		}
-		return err
-	})
-	return step, err
-}
-
-// noRunningStep says why a step has no running attempt to finish in the
-// run attempt at hand.
-func noRunningStep(ctx context.Context, tx pgx.Tx, runID, name string, runAttempt int) error {
-	latest, err := latestStep(ctx, tx, runID, name)
-	switch {
-	case err != nil:
-		return err
-	case !latest.found || latest.stale(runAttempt):
-		return domain.Errorf(domain.CodeNotFound, "step %q has not begun", name)
-	}
-	return domain.Errorf(domain.CodeConflict, "step %q attempt %d is already %s", name, latest.Attempt, latest.Status)
-}
-
 const failStepSQL = `
 UPDATE workflow_steps SET status = 'failed', error = $3, finished_at = now(),
 	retry_at = CASE WHEN $4::bigint IS NULL THEN NULL ELSE now() + $4 * interval '1 millisecond' END
@@ -291,44 +245,6 @@ WITH r AS (
 	WHERE run_id = $1 RETURNING namespace, task_queue
 )
 SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r`
-
-// FailStep records a step attempt's failure. When the step's policy allows
-// another attempt, the run goes back to pending until retry_at and the
-// lease ends; otherwise the run stays running for the workflow to handle.
-func (s *Store) FailStep(ctx context.Context, namespace, runID, leaseID, name string, e *domain.ErrorInfo) (step domain.Step, retry bool, err error) {
-	err = s.inTx(ctx, "fail step "+name, func(tx pgx.Tx) error {
-		runAttempt, runPolicy, err := fence(ctx, tx, namespace, runID, leaseID)
-		if err != nil {
-			return err
-		}
-		latest, err := latestStep(ctx, tx, runID, name)
-		if err != nil {
-			return err
-		}
-		if !latest.found || latest.Status != domain.StepRunning || latest.stale(runAttempt) {
-			return noRunningStep(ctx, tx, runID, name, runAttempt)
-		}
-		policy := latest.policy
-		if policy == nil {
-			policy = &runPolicy
-		}
-		var delayMS *int64
-		var delay time.Duration
-		retry, delay = policy.Decide(latest.attempts, e)
-		if retry {
-			ms := delay.Milliseconds()
-			delayMS = &ms
-		}
-		if err := scanStep(tx.QueryRow(ctx, failStepSQL, runID, name, e, delayMS), &step); err != nil {
-			return err
-		}
-		if retry {
-			_, err = tx.Exec(ctx, retryStepRunSQL, runID, step.RetryAt)
-		}
-		return err
-	})
-	return step, retry, err
-}
 
 const sleepRunSQL = `
 WITH r AS (
@@ -347,10 +263,11 @@ const wakeTimeSQL = `SELECT COALESCE($1::timestamptz, now() + $2 * interval '1 m
 
 // Sleep records the sleep step as done, with its wake-up time, and puts the
 // run to sleep until then; the lease ends. After the wake-up, the step's
-// begin returns shouldExecute false.
-func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req domain.SleepRequest) (domain.Run, error) {
-	var run domain.Run
-	err := s.inTx(ctx, "sleep "+req.Step, func(tx pgx.Tx) error {
+// begin returns shouldExecute false, and the step is in the history of the
+// run's tasks. A sleep already done changes nothing: it returns the run,
+// still held by the lease, and resolved true.
+func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req domain.SleepRequest) (run domain.Run, resolved bool, err error) {
+	err = s.inTx(ctx, "sleep "+req.Step, func(tx pgx.Tx) error {
 		runAttempt, _, err := fence(ctx, tx, namespace, runID, leaseID)
 		if err != nil {
 			return err
@@ -366,7 +283,10 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 		case latest.found && latest.Kind != domain.StepSleep:
 			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a sleep", req.Step, latest.Kind)
 		case latest.found && latest.Status == domain.StepCompleted:
-			return domain.Errorf(domain.CodeConflict, "sleep %q is already done", req.Step)
+			resolved = true
+			err = scanRun(tx.QueryRow(ctx, getRunSQL, namespace, runID), &run, withPayload(&run)...)
+			fillPayload(&run)
+			return err
 		case latest.found && latest.Status == domain.StepRunning:
 			_, err = tx.Exec(ctx, completeSleepStepSQL, runID, req.Step, wake)
 		default:
@@ -381,7 +301,7 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 		fillPayload(&run)
 		return err
 	})
-	return run, err
+	return run, resolved, err
 }
 
 // completeRunsSQL completes a batch of runs, each under its own lease: the
@@ -717,5 +637,6 @@ func (s *Store) NextLeaseExpiry(ctx context.Context) (wait time.Duration, ok boo
 
 func normalizeStep(st *domain.Step) {
 	utc(&st.CreatedAt)
+	utc(&st.StartedAt)
 	st.RetryAt, st.WakeUpAt, st.FinishedAt = utcp(st.RetryAt), utcp(st.WakeUpAt), utcp(st.FinishedAt)
 }

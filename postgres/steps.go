@@ -11,12 +11,12 @@ import (
 )
 
 const stepColumns = `run_id, name, kind, attempt, status, input, output, error, retry_at, wake_up_at,
-	created_at, finished_at`
+	COALESCE(started_at, created_at), created_at, finished_at`
 
 // scanStep reads stepColumns, followed by extra, into st.
 func scanStep(row pgx.Row, st *domain.Step, extra ...any) error {
 	err := row.Scan(append([]any{&st.RunID, &st.Name, &st.Kind, &st.Attempt, &st.Status, &st.Input, &st.Output,
-		&st.Error, &st.RetryAt, &st.WakeUpAt, &st.CreatedAt, &st.FinishedAt}, extra...)...)
+		&st.Error, &st.RetryAt, &st.WakeUpAt, &st.StartedAt, &st.CreatedAt, &st.FinishedAt}, extra...)...)
 	normalizeStep(st)
 	return err
 }

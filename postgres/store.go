@@ -36,6 +36,7 @@ type Store struct {
 	pool          *pgxpool.Pool
 	leaseDuration time.Duration
 	completions   *batch.Batcher[completeReq, completeRes]
+	stepReports   *batch.Batcher[stepReq, domain.StepResult]
 }
 
 // Group commit of run completions: batches of up to 200 runs (so that one
@@ -53,6 +54,7 @@ func NewStore(pool *pgxpool.Pool, leaseDuration time.Duration) *Store {
 	s := &Store{pool: pool, leaseDuration: leaseDuration}
 	s.completions = batch.New(completeBatch, completeBytes, completeInflight,
 		func(r completeReq) int { return len(r.output) }, s.completeRuns)
+	s.stepReports = batch.New(stepReportBatch, stepReportBytes, stepReportInflight, stepReqSize, s.reportSteps)
 	return s
 }
 

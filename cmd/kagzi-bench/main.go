@@ -1,6 +1,7 @@
 // Command kagzi-bench is Kagzi's load tool: it starts runs on a running
-// server in batches, executes them with workers of the Go SDK, and reports
-// throughput and latency.
+// server in batches, executes them with workers of the Go SDK (or plain
+// HTTP workers, -protocol http), and reports throughput, steps per second,
+// requests and database writes per step, and latency.
 //
 //	go run ./cmd/kagzi-bench -runs 20000 -workers 4 -max-tasks 100
 //
@@ -44,6 +45,7 @@ type options struct {
 	queueLimit                int
 	duration                  time.Duration
 	json                      bool
+	protocol                  string
 }
 
 func main() {
@@ -62,6 +64,7 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 0, "runs started per second (0: as fast as possible)")
 	flag.IntVar(&o.queueLimit, "queue-limit", 0, "set the queue's max_concurrent to this first (0: no limit)")
 	flag.BoolVar(&o.json, "json", false, "print the report as JSON")
+	flag.StringVar(&o.protocol, "protocol", protocolSDK, "workers: sdk (Go SDK), http (plain HTTP, steps and completions in batches), http-begin (plain HTTP, begin and complete per step)")
 	cpuProfile := flag.String("cpuprofile", "", "write this tool's CPU profile to the file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -114,10 +117,19 @@ type Report struct {
 	PickupMS      Pct     `json:"pickup_ms"`
 	EndToEndMS    *Pct    `json:"end_to_end_ms,omitempty"`
 	XactsPerRun   float64 `json:"db_write_transactions_per_run,omitempty"`
-	Workers       int     `json:"workers"`
-	MaxTasks      int     `json:"max_tasks"`
-	Steps         int     `json:"steps"`
-	PayloadBytes  int     `json:"payload_bytes"`
+	// StepsPerSecond counts the step records the runs made per second.
+	StepsPerSecond float64 `json:"steps_per_second,omitempty"`
+	// RequestsPerStep counts the HTTP requests that recorded steps (begin,
+	// complete, fail, steps/batch) per step record.
+	RequestsPerStep float64 `json:"requests_per_step,omitempty"`
+	// XactsPerStep is the writing transactions of the whole load (claims
+	// and completions included) per step record.
+	XactsPerStep float64 `json:"db_write_transactions_per_step,omitempty"`
+	Protocol     string  `json:"protocol"`
+	Workers      int     `json:"workers"`
+	MaxTasks     int     `json:"max_tasks"`
+	Steps        int     `json:"steps"`
+	PayloadBytes int     `json:"payload_bytes"`
 }
 
 // Pct holds latency percentiles in milliseconds.
@@ -148,14 +160,25 @@ func (r Report) print(w io.Writer) {
 	if r.EndToEndMS != nil {
 		fmt.Fprintf(w, "end to end      p50 %.1f ms  p90 %.1f ms  p99 %.1f ms\n", r.EndToEndMS.P50, r.EndToEndMS.P90, r.EndToEndMS.P99)
 	}
+	if r.StepsPerSecond > 0 {
+		fmt.Fprintf(w, "steps           %.0f steps/s, %.2f requests/step\n", r.StepsPerSecond, r.RequestsPerStep)
+	}
 	if r.XactsPerRun > 0 {
 		fmt.Fprintf(w, "db writes/run   %.2f transactions\n", r.XactsPerRun)
+	}
+	if r.XactsPerStep > 0 {
+		fmt.Fprintf(w, "db writes/step  %.2f transactions (all of the load's, per step)\n", r.XactsPerStep)
 	}
 }
 
 func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
-	rep := Report{Workers: o.workers, MaxTasks: o.maxTasks, Steps: o.steps, PayloadBytes: o.payload}
-	c := client.New(o.url, client.WithNamespace(o.namespace))
+	if o.protocol == "" {
+		o.protocol = protocolSDK
+	}
+	rep := Report{Protocol: o.protocol, Workers: o.workers, MaxTasks: o.maxTasks, Steps: o.steps, PayloadBytes: o.payload}
+	counter := &stepCounter{next: newTransport()}
+	hc := &http.Client{Transport: counter}
+	c := client.New(o.url, client.WithNamespace(o.namespace), client.WithHTTPClient(hc))
 	if _, err := c.Info(ctx); err != nil {
 		return rep, fmt.Errorf("server at %s: %w", o.url, err)
 	}
@@ -186,12 +209,14 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 		completed atomic.Int64
 		started   atomic.Int64
 	)
+	pickup := func(d time.Duration) {
+		mu.Lock()
+		pickups = append(pickups, d)
+		mu.Unlock()
+	}
 	workflow := func(wc *client.WorkflowContext, in input) (int, error) {
-		d := time.Duration(time.Now().UnixNano() - in.StartedNS)
 		if wc.Attempt() == 1 {
-			mu.Lock()
-			pickups = append(pickups, d)
-			mu.Unlock()
+			pickup(time.Duration(time.Now().UnixNano() - in.StartedNS))
 		}
 		for i := range o.steps {
 			if _, err := client.Step(wc, fmt.Sprintf("step-%d", i), func(context.Context) (int, error) { return i, nil }); err != nil {
@@ -205,17 +230,37 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 	defer stopWorkers()
 	var wg sync.WaitGroup
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for range o.workers {
-		w := client.NewWorker(c, o.queue, client.WithMaxConcurrent(o.maxTasks), client.WithLogger(quiet),
-			client.WithGracePeriod(5*time.Second))
-		client.Register(w, "bench", workflow)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w.Run(wctx); err != nil && !errors.Is(err, context.Canceled) {
-				fmt.Fprintln(progress, "worker:", err)
-			}
-		}()
+	switch o.protocol {
+	case protocolSDK:
+		for range o.workers {
+			w := client.NewWorker(c, o.queue, client.WithMaxConcurrent(o.maxTasks), client.WithLogger(quiet),
+				client.WithGracePeriod(5*time.Second))
+			client.Register(w, "bench", workflow)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := w.Run(wctx); err != nil && !errors.Is(err, context.Canceled) {
+					fmt.Fprintln(progress, "worker:", err)
+				}
+			}()
+		}
+	case protocolHTTP, protocolHTTPBegin:
+		// Each worker holds max-tasks runs, claimed 100 at most at a time
+		// by loops of its own.
+		per := min(o.maxTasks, 100)
+		for range o.workers * max(1, o.maxTasks/per) {
+			w := &httpWorker{o: o, hc: hc, base: strings.TrimSuffix(o.url, "/") + "/v1/namespaces/" + o.namespace,
+				begin: o.protocol == protocolHTTPBegin, maxTasks: per, pickup: pickup, completed: &completed}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := w.run(wctx); err != nil {
+					fmt.Fprintln(progress, "worker:", err)
+				}
+			}()
+		}
+	default:
+		return rep, fmt.Errorf("-protocol must be sdk, http or http-begin, not %q", o.protocol)
 	}
 
 	begin := time.Now()
@@ -254,6 +299,11 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 	rep.Runs = completed.Load()
 	rep.Seconds = elapsed.Seconds()
 	rep.RunsPerSecond = float64(rep.Runs) / rep.Seconds
+	stepRecords := rep.Runs * int64(o.steps)
+	if stepRecords > 0 {
+		rep.StepsPerSecond = float64(stepRecords) / rep.Seconds
+		rep.RequestsPerStep = float64(counter.requests.Load()) / float64(stepRecords)
+	}
 	mu.Lock()
 	rep.PickupMS = percentiles(pickups)
 	mu.Unlock()
@@ -263,6 +313,9 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 			return rep, err
 		}
 		rep.XactsPerRun = float64(xacts-xacts0) / float64(max(rep.Runs, 1))
+		if stepRecords > 0 {
+			rep.XactsPerStep = float64(xacts-xacts0) / float64(stepRecords)
+		}
 		e2e, err := endToEnd(ctx, conn, o)
 		if err != nil {
 			return rep, err

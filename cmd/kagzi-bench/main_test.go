@@ -18,8 +18,26 @@ func TestRunAgainstServer(t *testing.T) {
 	if dbURL == "" {
 		t.Fatal("the test server's pool has no connection string")
 	}
-	o := options{url: srv.URL, namespace: "bench", queue: "q", db: dbURL,
-		runs: 300, workers: 2, maxTasks: 50, steps: 1, payload: 64, batch: 100}
+	for _, tc := range []struct {
+		protocol string
+		// requests per step, at most (and more than 0)
+		maxRequests float64
+	}{
+		{protocolSDK, 1}, // one write per step, fewer when batched
+		{protocolHTTP, 1},
+		{protocolHTTPBegin, 2}, // begin and complete
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			// One at a time: the transactions per run count the whole
+			// cluster's.
+			testRunAgainstServer(t, srv, dbURL, tc.protocol, tc.maxRequests)
+		})
+	}
+}
+
+func testRunAgainstServer(t *testing.T, srv *testserver.Server, dbURL, protocol string, maxRequests float64) {
+	o := options{url: srv.URL, namespace: "bench", queue: "q-" + protocol, db: dbURL, protocol: protocol,
+		runs: 300, workers: 2, maxTasks: 50, steps: 2, payload: 64, batch: 100}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var progress bytes.Buffer
@@ -34,15 +52,21 @@ func TestRunAgainstServer(t *testing.T) {
 	if rep.Seconds <= 0 || rep.RunsPerSecond <= 0 {
 		t.Errorf("Seconds %v, RunsPerSecond %v: want both > 0", rep.Seconds, rep.RunsPerSecond)
 	}
+	if got, want := rep.StepsPerSecond, 2*rep.RunsPerSecond; got < want*0.999 || got > want*1.001 {
+		t.Errorf("StepsPerSecond: got %v, want %v (two steps a run)", got, want)
+	}
+	if rep.RequestsPerStep <= 0 || rep.RequestsPerStep > maxRequests {
+		t.Errorf("RequestsPerStep: got %v, want more than 0, at most %v", rep.RequestsPerStep, maxRequests)
+	}
 	if p := rep.PickupMS; p.P50 <= 0 || p.P50 > p.P90 || p.P90 > p.P99 {
 		t.Errorf("pickup: got %+v, want 0 < p50 <= p90 <= p99", p)
 	}
-	if rep.Workers != 2 || rep.MaxTasks != 50 || rep.Steps != 1 || rep.PayloadBytes != 64 {
-		t.Errorf("report settings: got workers %d max tasks %d steps %d payload %d, want 2, 50, 1, 64",
-			rep.Workers, rep.MaxTasks, rep.Steps, rep.PayloadBytes)
+	if rep.Protocol != protocol || rep.Workers != 2 || rep.MaxTasks != 50 || rep.Steps != 2 || rep.PayloadBytes != 64 {
+		t.Errorf("report settings: got protocol %s workers %d max tasks %d steps %d payload %d, want %s, 2, 50, 2, 64",
+			rep.Protocol, rep.Workers, rep.MaxTasks, rep.Steps, rep.PayloadBytes, protocol)
 	}
-	if rep.XactsPerRun <= 0 {
-		t.Errorf("XactsPerRun: got %v, want > 0 with db set", rep.XactsPerRun)
+	if rep.XactsPerRun <= 0 || rep.XactsPerStep <= 0 {
+		t.Errorf("XactsPerRun %v, XactsPerStep %v: want both > 0 with db set", rep.XactsPerRun, rep.XactsPerStep)
 	}
 	if p := rep.EndToEndMS; p == nil {
 		t.Errorf("EndToEndMS: got nil, want percentiles with db set")
@@ -51,25 +75,25 @@ func TestRunAgainstServer(t *testing.T) {
 	}
 
 	// Every run was started in the namespace and queue asked for, with the
-	// padded input, and completed with its step done.
+	// padded input, and completed with its steps done.
 	var runs, completed, steps, short int
 	err = srv.Pool.QueryRow(ctx, `
 		SELECT count(*), count(*) FILTER (WHERE status = 'completed'),
 			(SELECT count(*) FROM workflow_steps s JOIN workflow_runs r USING (run_id)
-				WHERE r.namespace = 'bench' AND s.name = 'step-0' AND s.status = 'completed'),
+				WHERE r.namespace = 'bench' AND r.task_queue = $1 AND s.name IN ('step-0', 'step-1') AND s.status = 'completed'),
 			count(*) FILTER (WHERE length(input::text) < 64)
-		FROM workflow_runs WHERE namespace = 'bench' AND task_queue = 'q'`).Scan(&runs, &completed, &steps, &short)
+		FROM workflow_runs WHERE namespace = 'bench' AND task_queue = $1`, o.queue).Scan(&runs, &completed, &steps, &short)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if runs != 300 || completed != 300 || steps != 300 || short != 0 {
-		t.Errorf("in the database: %d runs, %d completed, %d steps done, %d inputs under 64 bytes; want 300, 300, 300, 0",
+	if runs != 300 || completed != 300 || steps != 600 || short != 0 {
+		t.Errorf("in the database: %d runs, %d completed, %d steps done, %d inputs under 64 bytes; want 300, 300, 600, 0",
 			runs, completed, steps, short)
 	}
 
 	var out bytes.Buffer
 	rep.print(&out)
-	for _, want := range []string{"runs            300 in ", "throughput", "pickup", "end to end", "db writes/run"} {
+	for _, want := range []string{"runs            300 in ", "throughput", "pickup", "end to end", "db writes/run", "steps/s", "db writes/step"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("printed report has no %q:\n%s", want, out.String())
 		}

@@ -33,6 +33,7 @@ type Config struct {
 	PayloadWarnBytes    int           `split_words:"true" default:"1048576" desc:"payloads above this are accepted and logged"`
 	MaxBatch            int           `split_words:"true" default:"1000" desc:"most runs in one batch start"`
 	MaxBatchBytes       int64         `split_words:"true" default:"33554432" desc:"largest batch request body, in bytes"`
+	MaxHistoryBytes     int64         `split_words:"true" default:"4194304" desc:"most bytes of step history one claim answer carries; a task over it has steps_truncated"`
 	MaxWaitMS           int64         `split_words:"true" default:"60000" desc:"longest long-poll (claim, wait for a run), in ms"`
 	LeaseDurationMS     int64         `split_words:"true" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
 	HeartbeatIntervalMS int64         `split_words:"true" default:"10000" desc:"interval workers are told to heartbeat at, in ms; less than half the lease"`
@@ -100,6 +101,7 @@ func (c Config) validate() error {
 		{"PAYLOAD_MAX_BYTES", int64(c.PayloadMaxBytes)},
 		{"MAX_BATCH", int64(c.MaxBatch)},
 		{"MAX_BATCH_BYTES", c.MaxBatchBytes},
+		{"MAX_HISTORY_BYTES", c.MaxHistoryBytes},
 		{"LEASE_DURATION_MS", c.LeaseDurationMS},
 		{"HEARTBEAT_INTERVAL_MS", c.HeartbeatIntervalMS},
 	}
@@ -167,6 +169,7 @@ func (c Config) limits() api.Limits {
 		Payload:           domain.PayloadLimits{MaxBytes: c.PayloadMaxBytes, WarnBytes: c.PayloadWarnBytes},
 		MaxBatch:          c.MaxBatch,
 		MaxBatchBytes:     c.MaxBatchBytes,
+		MaxHistoryBytes:   c.MaxHistoryBytes,
 		MaxWait:           ms(c.MaxWaitMS),
 		LeaseDuration:     ms(c.LeaseDurationMS),
 		HeartbeatInterval: ms(c.HeartbeatIntervalMS),

@@ -28,6 +28,7 @@ var vars = []struct{ name, def string }{
 	{"KAGZI_PAYLOAD_WARN_BYTES", "1048576"},
 	{"KAGZI_MAX_BATCH", "1000"},
 	{"KAGZI_MAX_BATCH_BYTES", "33554432"},
+	{"KAGZI_MAX_HISTORY_BYTES", "4194304"},
 	{"KAGZI_MAX_WAIT_MS", "60000"},
 	{"KAGZI_LEASE_DURATION_MS", "30000"},
 	{"KAGZI_HEARTBEAT_INTERVAL_MS", "10000"},
@@ -85,6 +86,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		PayloadWarnBytes:    1048576,
 		MaxBatch:            1000,
 		MaxBatchBytes:       33554432,
+		MaxHistoryBytes:     4194304,
 		MaxWaitMS:           60000,
 		LeaseDurationMS:     30000,
 		HeartbeatIntervalMS: 10000,
@@ -115,6 +117,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		"KAGZI_PAYLOAD_WARN_BYTES":    "4096", // equal to the limit is allowed
 		"KAGZI_MAX_BATCH":             "3",
 		"KAGZI_MAX_BATCH_BYTES":       "4096", // as is the limit's size
+		"KAGZI_MAX_HISTORY_BYTES":     "5000",
 		"KAGZI_MAX_WAIT_MS":           "0",
 		"KAGZI_LEASE_DURATION_MS":     "1500",
 		"KAGZI_HEARTBEAT_INTERVAL_MS": "500",
@@ -150,6 +153,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		PayloadWarnBytes:    4096,
 		MaxBatch:            3,
 		MaxBatchBytes:       4096,
+		MaxHistoryBytes:     5000,
 		MaxWaitMS:           0,
 		LeaseDurationMS:     1500,
 		HeartbeatIntervalMS: 500,
@@ -165,7 +169,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		t.Fatalf("config:\ngot  %+v\nwant %+v", got, want)
 	}
 	l := got.limits()
-	if l.Payload.MaxBytes != 4096 || l.Payload.WarnBytes != 4096 || l.MaxBatch != 3 || l.MaxBatchBytes != 4096 ||
+	if l.Payload.MaxBytes != 4096 || l.Payload.WarnBytes != 4096 || l.MaxBatch != 3 || l.MaxBatchBytes != 4096 || l.MaxHistoryBytes != 5000 ||
 		l.MaxWait != 0 || l.LeaseDuration != 1500*time.Millisecond || l.HeartbeatInterval != 500*time.Millisecond {
 		t.Fatalf("limits: got %+v, want those of the variables set", l)
 	}
@@ -189,6 +193,7 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"KAGZI_PAYLOAD_WARN_BYTES", "2097153"}, // over the default limit
 		{"KAGZI_PAYLOAD_WARN_BYTES", "-1"},
 		{"KAGZI_MAX_BATCH_BYTES", "0"},
+		{"KAGZI_MAX_HISTORY_BYTES", "0"},
 		{"KAGZI_MAX_BATCH_BYTES", "2097151"}, // under the payload limit
 		{"KAGZI_MAX_WAIT_MS", "-1"},
 		{"KAGZI_MAX_WAIT_MS", "1m"},

@@ -1,0 +1,1 @@
+ALTER TABLE workflow_steps DROP COLUMN IF EXISTS started_at;
