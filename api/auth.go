@@ -79,6 +79,11 @@ func AccessOf(h http.Handler) (domain.Access, bool) {
 // body is read and before anything changes.
 func (g *guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := g.s.authorize(r, g.access); err != nil {
+		if r.ContentLength != 0 {
+			// Answer without reading the body: net/http would otherwise
+			// read what is left of it first, to keep the connection.
+			w.Header().Set("Connection", "close")
+		}
 		g.s.writeError(w, r, err)
 		return
 	}

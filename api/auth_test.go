@@ -1,12 +1,14 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -658,5 +660,48 @@ func TestNoSecretInLogsErrorsOrMetrics(t *testing.T) {
 	}
 	if !strings.Contains(logs, "authentication is on") {
 		t.Errorf("the log never says that authentication is on: %.2000s", logs)
+	}
+}
+
+// TestRefusalsDoNotReadTheBody: 401 and 403 are decided before the body is
+// read, so a client that sends its headers and never its body is answered
+// at once, and a refused start creates nothing.
+func TestRefusalsDoNotReadTheBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withAuth(auth.ModeRequired))
+	reader := e.newKey(t, domain.RoleReader)
+	for _, c := range []struct {
+		name   string
+		header string
+		status int
+	}{
+		{"no key", "", http.StatusUnauthorized},
+		{"a reader's key", "Authorization: Bearer " + reader + "\r\n", http.StatusForbidden},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			// The headers promise a body of 1 MiB, which never comes.
+			_, err = fmt.Fprintf(conn, "POST %s/workflows HTTP/1.1\r\nHost: kagzi\r\nContent-Type: application/json\r\n"+
+				"Content-Length: 1048576\r\n%s\r\n", ns, c.header)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer while the body was not sent: %v", err)
+			}
+			defer res.Body.Close()
+			if res.StatusCode != c.status {
+				t.Fatalf("status %d, want %d", res.StatusCode, c.status)
+			}
+		})
+	}
+	if n := e.countRuns(t); n != 0 {
+		t.Fatalf("%d runs, want 0", n)
 	}
 }
