@@ -110,7 +110,7 @@ const TouchInterval = time.Minute
 
 // DefaultBackstop is how often a Keyring reloads the keys without being
 // told to, in case a notification was lost.
-const DefaultBackstop = 30 * time.Second
+const DefaultBackstop = time.Minute
 
 // Keyring is one replica's cache of the API keys.
 type Keyring struct {
