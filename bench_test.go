@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/kagzi/kagzi"
 	"github.com/kagzi/kagzi/api"
 	"github.com/kagzi/kagzi/domain"
@@ -25,6 +27,12 @@ import (
 func benchServer(b *testing.B) (*kagzi.Server, string) {
 	b.Helper()
 	pool, url := pgtest.NewPool(b)
+	return benchServerOn(b, pool, url)
+}
+
+// benchServerOn runs a whole Kagzi server over HTTP on the database at url.
+func benchServerOn(b *testing.B, pool *pgxpool.Pool, url string) (*kagzi.Server, string) {
+	b.Helper()
 	srv := kagzi.NewServer(kagzi.Config{
 		DatabaseURL: url,
 		Pool:        pool,

@@ -190,6 +190,9 @@ func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	key, err := s.Keys.Revoke(r.Context(), chi.URLParam(r, "key_id"))
 	if err != nil {
 		return err

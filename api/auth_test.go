@@ -47,6 +47,16 @@ func (e *env) newKey(t testing.TB, role domain.Role, namespaces ...string) strin
 	return secret
 }
 
+// keyID returns the ID of the key whose secret is secret.
+func (e *env) keyID(t testing.TB, secret string) string {
+	t.Helper()
+	var id string
+	if err := e.pool.QueryRow(context.Background(), `SELECT key_id FROM api_keys WHERE secret_hash = $1`, auth.Hash(secret)).Scan(&id); err != nil {
+		t.Fatalf("key of a secret: %v", err)
+	}
+	return id
+}
+
 // withKey sends the request with the API key secret.
 func withKey(secret string) reqOption {
 	return withHeader("Authorization", "Bearer "+secret)

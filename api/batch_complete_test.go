@@ -312,7 +312,7 @@ func TestBatchCompleteMalformedItem(t *testing.T) {
 		})
 	}
 	e.do(t, http.MethodPost, batchCompletePath, `{"runs": [{"run_id": "`+tasks[0].RunID+`", "lease_id": "`+tasks[0].LeaseID+`", "outptu": 1}]}`).
-		wantProblem(t, http.StatusBadRequest, "invalid_argument", "outptu")
+		wantProblem(t, http.StatusBadRequest, "invalid_argument", "runs[0].outptu")
 
 	// Nothing was completed, not even the items before the bad one.
 	for _, tk := range tasks {

@@ -53,10 +53,11 @@ func (s *Server) claim(w http.ResponseWriter, r *http.Request) error {
 		req.MaxTasks = *body.MaxTasks
 	}
 	if body.WaitMS != nil {
-		if *body.WaitMS < 0 {
-			return domain.Invalid("wait_ms", "must not be negative")
+		wait, err := domain.WaitMS("wait_ms", *body.WaitMS, s.Limits.MaxWait)
+		if err != nil {
+			return err
 		}
-		req.Wait = time.Duration(min(*body.WaitMS, s.Limits.MaxWait.Milliseconds())) * time.Millisecond
+		req.Wait = wait
 	}
 	req.Wait = min(req.Wait, s.Limits.MaxWait)
 	if body.WorkerID != nil {

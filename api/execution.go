@@ -110,13 +110,18 @@ type beginStepResponse struct {
 	Output        json.RawMessage `json:"output"`
 }
 
-// stepName reads and checks the {step} path parameter. chi routes on the
-// escaped path when there is one, so a name with "/" or spaces arrives
-// escaped and is unescaped here.
+// stepName reads and checks the {step} path parameter, percent-decoded
+// exactly once. chi routes on the escaped path (URL.RawPath) when the
+// request's escaping differs from Go's default one (a name with "/"), and
+// on the decoded path otherwise: the parameter is decoded here only in the
+// first case, so that "50%25" is "50%" and "x%2541" is "x%41".
 func stepName(r *http.Request) (string, error) {
-	name, err := url.PathUnescape(chi.URLParam(r, "step"))
-	if err != nil {
-		return "", domain.Invalid("step", "is not a valid escaped path segment")
+	name := chi.URLParam(r, "step")
+	if r.URL.RawPath != "" {
+		var err error
+		if name, err = url.PathUnescape(name); err != nil {
+			return "", domain.Invalid("step", "is not a valid escaped path segment")
+		}
 	}
 	return name, domain.ValidateName("step", name)
 }
@@ -233,8 +238,10 @@ func (b *sleepRequest) validate() error {
 	if (b.DurationMS == nil) == (b.Until == nil) {
 		return domain.Invalid("duration_ms", "give exactly one of duration_ms and until")
 	}
-	if b.DurationMS != nil && (*b.DurationMS < 0 || *b.DurationMS > domain.MaxStartDelay.Milliseconds()) {
-		return domain.Invalid("duration_ms", "must be between 0 and %d", domain.MaxStartDelay.Milliseconds())
+	if b.DurationMS != nil {
+		if _, err := domain.DurationMS("duration_ms", *b.DurationMS, domain.MaxStartDelay); err != nil {
+			return err
+		}
 	}
 	if b.Until != nil {
 		_, err := b.Until.Time("until")
@@ -255,7 +262,7 @@ func (s *Server) sleep(w http.ResponseWriter, r *http.Request) error {
 		req.Until = &until
 	}
 	if body.DurationMS != nil {
-		req.Duration = time.Duration(*body.DurationMS) * time.Millisecond
+		req.Duration, _ = domain.DurationMS("duration_ms", *body.DurationMS, domain.MaxStartDelay) // checked by validate
 	}
 	run, err := s.Execution.Sleep(r.Context(), ns, runID, body.LeaseID, req)
 	if err != nil {

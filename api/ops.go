@@ -7,6 +7,10 @@ import (
 )
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := noQuery(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
@@ -16,6 +20,10 @@ type readyStatus struct {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := noQuery(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	res := readyStatus{Status: "ok", Checks: map[string]string{}}
@@ -32,6 +40,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
+	if err := noQuery(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/yaml")
 	_, _ = w.Write(s.OpenAPI)
 }
@@ -69,6 +81,10 @@ type infoResponse struct {
 }
 
 func (s *Server) info(w http.ResponseWriter, r *http.Request) {
+	if err := noQuery(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	l := s.Limits
 	writeJSON(w, http.StatusOK, infoResponse{
 		Version:    s.Version,

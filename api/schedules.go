@@ -53,6 +53,9 @@ func (s *Server) warnLargeScheduleInput(r *http.Request, scheduleID string, size
 }
 
 func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	sc, err := s.Schedules.GetSchedule(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "schedule_id"))
 	if err != nil {
 		return err
@@ -106,6 +109,9 @@ func (s *Server) updateSchedule(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	if err := s.Schedules.DeleteSchedule(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "schedule_id")); err != nil {
 		return err
 	}

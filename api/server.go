@@ -39,7 +39,7 @@ type WorkflowStore interface {
 	GetRun(ctx context.Context, namespace, runID string) (domain.Run, error)
 	ListRuns(ctx context.Context, f domain.RunFilter) ([]domain.Run, string, error)
 	CancelRun(ctx context.Context, namespace, runID string) (domain.Run, error)
-	ListSteps(ctx context.Context, namespace, runID string) ([]domain.Step, error)
+	ListSteps(ctx context.Context, namespace, runID string, page domain.Page) ([]domain.Step, string, error)
 }
 
 // RunWatcher tells when a run may have become terminal.
@@ -277,6 +277,12 @@ func newQuery(r *http.Request, known ...string) (query, error) {
 	return q, nil
 }
 
+// noQuery refuses every query parameter, for the routes that take none.
+func noQuery(r *http.Request) error {
+	_, err := newQuery(r)
+	return err
+}
+
 func (q query) get(name string) string { return q.values.Get(name) }
 
 // int reads an integer parameter within [min, max], or def when absent.
@@ -292,15 +298,22 @@ func (q query) int(name string, def, min, max int64) (int64, error) {
 	return n, nil
 }
 
-// page reads limit and cursor.
+// page reads limit and cursor of a list keyed by UUIDs.
 func (q query) page() (domain.Page, error) {
-	limit, err := q.int("limit", domain.DefaultPageLimit, 1, domain.MaxPageLimit)
+	return q.pageOf(domain.DefaultPageLimit, domain.IsUUID)
+}
+
+// pageOf reads limit (def when absent) and cursor of a list whose keys
+// are those that valid accepts: a cursor holding anything else was not
+// issued by this server for this list.
+func (q query) pageOf(def int64, valid func(string) bool) (domain.Page, error) {
+	limit, err := q.int("limit", def, 1, domain.MaxPageLimit)
 	if err != nil {
 		return domain.Page{}, err
 	}
 	p := domain.Page{Limit: int(limit)}
 	if c := q.get("cursor"); c != "" {
-		if p.After, err = decodeCursor(c); err != nil {
+		if p.After, err = decodeCursor(c, valid); err != nil {
 			return p, err
 		}
 	}

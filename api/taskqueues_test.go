@@ -54,7 +54,7 @@ func TestTaskQueuesListCountsAndSettings(t *testing.T) {
 	if w := qs["tq-workers"]; w.WorkersOnline != 1 {
 		t.Errorf("tq-workers: got %+v, want 1 worker online", w)
 	}
-	e.do(t, http.MethodGet, ns+"/task-queues?limit=1", nil).wantProblem(t, http.StatusBadRequest, "invalid_argument", "limit")
+	e.do(t, http.MethodGet, ns+"/task-queues?limt=1", nil).wantProblem(t, http.StatusBadRequest, "invalid_argument", "limt")
 }
 
 func TestTaskQueuePatch(t *testing.T) {

@@ -45,6 +45,9 @@ func (s *Server) registerWorker(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	worker, err := s.Workers.GetWorker(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "worker_id"))
 	if err != nil {
 		return err
@@ -92,7 +95,8 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) workerHeartbeat(w http.ResponseWriter, r *http.Request) error {
 	var hb domain.WorkerHeartbeat
-	if err := decode(w, r, 64<<10, &hb); err != nil {
+	// Room for run_ids of domain.MaxHeartbeatRuns UUIDs.
+	if err := decode(w, r, 512<<10, &hb); err != nil {
 		return err
 	}
 	if err := hb.Validate(); err != nil {
@@ -119,6 +123,9 @@ func (s *Server) drainWorker(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deregisterWorker(w http.ResponseWriter, r *http.Request) error {
+	if err := noQuery(r); err != nil {
+		return err
+	}
 	worker, err := s.Workers.DeregisterWorker(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "worker_id"))
 	if err != nil {
 		return err

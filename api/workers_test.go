@@ -2,10 +2,12 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +45,8 @@ type workerBeat struct {
 	Status         string     `json:"status"`
 	ShouldDrain    bool       `json:"should_drain"`
 	LeaseExpiresAt *time.Time `json:"lease_expires_at"`
+	Lost           []string   `json:"lost"`
+	Cancelled      []string   `json:"cancelled"`
 }
 
 func workerPath(id string) string { return ns + "/workers/" + id }
@@ -147,7 +151,7 @@ func TestRegisterWorkerValidation(t *testing.T) {
 		{"max_concurrent not an integer", `{"task_queue": "q", "max_concurrent": 1.5}`, "max_concurrent"},
 		{"empty label key", map[string]any{"task_queue": "q", "labels": map[string]string{"": "v"}}, "labels"},
 		{"label value too long", map[string]any{"task_queue": "q", "labels": map[string]string{"k": strings.Repeat("v", 257)}}, "labels"},
-		{"label not a string", `{"task_queue": "q", "labels": {"k": 1}}`, "labels"},
+		{"label not a string", `{"task_queue": "q", "labels": {"k": 1}}`, `labels["k"]`},
 		{"empty workflow type", map[string]any{"task_queue": "q", "workflow_types": []string{"a", ""}}, "workflow_types[1]"},
 		{"unknown field", map[string]any{"task_queue": "q", "queue": "q"}, "queue"},
 	} {
@@ -285,6 +289,94 @@ func TestWorkerHeartbeat(t *testing.T) {
 	}
 	if run := e.get(t, notHeld.RunID); run.LeaseExpiresAt == nil || !run.LeaseExpiresAt.Equal(otherTask[0].LeaseExpiresAt) {
 		t.Fatalf("another worker's run: lease %v, want unchanged %s", run.LeaseExpiresAt, otherTask[0].LeaseExpiresAt)
+	}
+}
+
+// A heartbeat that lists its runs extends only those it holds, and says of
+// every other listed run whether it was lost or cancelled.
+func TestWorkerHeartbeatRunIDs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withoutMaintainer()) // which would rescue the expired run
+	w := e.register(t, "hr", nil)
+	other := e.register(t, "hr", nil)
+	claim := func(worker string) taskView {
+		t.Helper()
+		e.start(t, "hr", map[string]any{"task_queue": "hr"})
+		tasks := e.claimTasks(t, "hr", map[string]any{"worker_id": worker, "wait_ms": 0})
+		if len(tasks) != 1 {
+			t.Fatalf("claim: got %+v", tasks)
+		}
+		return tasks[0]
+	}
+	held, unlisted, completed, cancelled, expired := claim(w.WorkerID), claim(w.WorkerID), claim(w.WorkerID), claim(w.WorkerID), claim(w.WorkerID)
+	others := claim(other.WorkerID)
+	e.runCall(t, completed.RunID, "complete", lease(completed.LeaseID, "output", 1))
+	e.do(t, http.MethodPost, runPath(cancelled.RunID)+"/cancel", nil).wantStatus(t, http.StatusOK)
+	if _, err := e.pool.Exec(context.Background(), `UPDATE workflow_runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = $1`, expired.RunID); err != nil {
+		t.Fatal(err)
+	}
+	lease := func(id string) *time.Time { return e.get(t, id).LeaseExpiresAt }
+	unlistedLease, othersLease, expiredLease := lease(unlisted.RunID), lease(others.RunID), lease(expired.RunID)
+
+	e.waitDBPast(t, held.LeaseExpiresAt.Add(-e.limits.LeaseDuration)) // so that an extension moves the lease
+	b := e.beat(t, w.WorkerID, map[string]any{"active_count": 6, "run_ids": []string{
+		held.RunID, held.RunID, completed.RunID, cancelled.RunID, expired.RunID, others.RunID, unknownWorker,
+	}})
+	wantLost := []string{completed.RunID, expired.RunID, others.RunID, unknownWorker}
+	slices.Sort(wantLost)
+	slices.Sort(b.Lost)
+	if b.Status != "online" || !slices.Equal(b.Lost, wantLost) || !slices.Equal(b.Cancelled, []string{cancelled.RunID}) {
+		t.Fatalf("heartbeat: got %+v, want lost %v and cancelled [%s]", b, wantLost, cancelled.RunID)
+	}
+	if b.LeaseExpiresAt == nil || !b.LeaseExpiresAt.After(held.LeaseExpiresAt) {
+		t.Fatalf("heartbeat: lease_expires_at %v, want later than the claim's %s", b.LeaseExpiresAt, held.LeaseExpiresAt)
+	}
+	if got := lease(held.RunID); got == nil || !got.Equal(*b.LeaseExpiresAt) {
+		t.Fatalf("listed run: lease %v, want %s", got, b.LeaseExpiresAt)
+	}
+	for name, tc := range map[string]struct {
+		id   string
+		want *time.Time
+	}{"unlisted": {unlisted.RunID, unlistedLease}, "another worker's": {others.RunID, othersLease}, "expired": {expired.RunID, expiredLease}} {
+		if got := lease(tc.id); got == nil || !got.Equal(*tc.want) {
+			t.Errorf("%s run: lease %v, want unchanged %s", name, got, tc.want)
+		}
+	}
+	if run := e.get(t, completed.RunID); run.Status != "completed" {
+		t.Errorf("completed run: %s", run.Status)
+	}
+
+	// An empty list extends nothing.
+	before := lease(held.RunID)
+	b = e.beat(t, w.WorkerID, map[string]any{"run_ids": []string{}})
+	if b.LeaseExpiresAt != nil || len(b.Lost) != 0 || len(b.Cancelled) != 0 || b.Lost == nil || b.Cancelled == nil {
+		t.Fatalf("heartbeat listing nothing: got %+v, want no lease and empty lists", b)
+	}
+	if got := lease(held.RunID); !got.Equal(*before) {
+		t.Fatalf("heartbeat listing nothing moved a lease: %s, was %s", got, before)
+	}
+
+	// Refused lists change nothing.
+	seen := e.getWorker(t, w.WorkerID)
+	for name, tc := range map[string]struct {
+		body  string
+		field string
+	}{
+		"null":      {`{"active_count": 1, "run_ids": null}`, "run_ids"},
+		"not a run": {`{"run_ids": ["` + held.RunID + `", "r-1"]}`, "run_ids[1]"},
+		"not ids":   {`{"run_ids": [1]}`, "run_ids[0]"},
+		"an object": {`{"run_ids": {}}`, "run_ids"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e.do(t, http.MethodPost, workerPath(w.WorkerID)+"/heartbeat", json.RawMessage(tc.body)).
+				wantProblem(t, http.StatusBadRequest, "invalid_argument", tc.field)
+		})
+	}
+	if got := e.getWorker(t, w.WorkerID); got.ActiveCount != seen.ActiveCount || !got.LastHeartbeatAt.Equal(seen.LastHeartbeatAt) {
+		t.Fatalf("a refused heartbeat changed the worker: %+v, was %+v", got, seen)
+	}
+	if got := lease(held.RunID); !got.Equal(*before) {
+		t.Fatalf("a refused heartbeat moved a lease: %s, was %s", got, before)
 	}
 }
 

@@ -3,7 +3,9 @@ package api
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -101,11 +103,14 @@ func (s *Server) getWorkflow(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	waitMS, err := q.int("wait_ms", 0, 0, 1<<53)
+	waitMS, err := q.int("wait_ms", 0, 0, math.MaxInt64)
 	if err != nil {
 		return err
 	}
-	wait := min(time.Duration(waitMS)*time.Millisecond, s.Limits.MaxWait)
+	wait, err := domain.WaitMS("wait_ms", waitMS, s.Limits.MaxWait)
+	if err != nil {
+		return err
+	}
 	var changed <-chan struct{}
 	if wait > 0 {
 		// Watch before reading, so that a change between the read and the
@@ -199,17 +204,35 @@ func (s *Server) cancelWorkflow(w http.ResponseWriter, r *http.Request) error {
 }
 
 type stepsResponse struct {
-	Steps []domain.Step `json:"steps"`
+	Steps      []domain.Step `json:"steps"`
+	NextCursor *string       `json:"next_cursor"`
+}
+
+// isStepKey reports whether key can be a step list's key: a step's seq,
+// a positive integer in decimal.
+func isStepKey(key string) bool {
+	n, err := strconv.ParseInt(key, 10, 64)
+	return err == nil && n > 0 && strconv.FormatInt(n, 10) == key
 }
 
 func (s *Server) listSteps(w http.ResponseWriter, r *http.Request) error {
-	steps, err := s.Workflows.ListSteps(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "run_id"))
+	q, err := newQuery(r, "limit", "cursor")
+	if err != nil {
+		return err
+	}
+	// Without a limit, as many as a page can hold: clients from before
+	// steps were paginated read them all in one answer up to that.
+	page, err := q.pageOf(domain.MaxPageLimit, isStepKey)
+	if err != nil {
+		return err
+	}
+	steps, next, err := s.Workflows.ListSteps(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "run_id"), page)
 	if err != nil {
 		return err
 	}
 	if steps == nil {
 		steps = []domain.Step{}
 	}
-	writeJSON(w, http.StatusOK, stepsResponse{Steps: steps})
+	writeJSON(w, http.StatusOK, stepsResponse{Steps: steps, NextCursor: encodeCursor(next)})
 	return nil
 }

@@ -623,6 +623,7 @@ func TestListWorkflows(t *testing.T) {
 		{url.Values{"status": {"cancelled"}}, []string{b.RunID}},
 		{url.Values{"status": {"pending,completed"}}, []string{d.RunID, c.RunID, a.RunID}},
 		{url.Values{"status": {"completed, cancelled"}}, []string{c.RunID, b.RunID}},
+		{url.Values{"status": {"pending,pending"}}, []string{d.RunID, a.RunID}},
 		{url.Values{"status": {"failed"}}, []string{}},
 		{url.Values{"task_queue": {"q2"}}, []string{c.RunID, b.RunID}},
 		{url.Values{"workflow_type": {"A"}}, []string{c.RunID, a.RunID}},
@@ -634,6 +635,20 @@ func TestListWorkflows(t *testing.T) {
 		if got := ids(e.list(t, f.query).Workflows); !slices.Equal(got, f.want) {
 			t.Errorf("list ?%s: got %v, want %v", f.query.Encode(), got, f.want)
 		}
+	}
+
+	// Several statuses, a page at a time, come newest first across them.
+	var paged []string
+	for q := (url.Values{"status": {"cancelled,pending,completed"}, "limit": {"1"}}); ; {
+		page := e.list(t, q)
+		paged = append(paged, ids(page.Workflows)...)
+		if page.NextCursor == nil {
+			break
+		}
+		q.Set("cursor", *page.NextCursor)
+	}
+	if want := []string{d.RunID, c.RunID, b.RunID, a.RunID}; !slices.Equal(paged, want) {
+		t.Errorf("status=cancelled,pending,completed one by one: got %v, want %v", paged, want)
 	}
 
 	bad := []struct{ query, field string }{
@@ -842,8 +857,8 @@ func TestListSteps(t *testing.T) {
 	e := newEnv(t)
 	empty := e.start(t, "x", nil)
 	r := e.do(t, http.MethodGet, runPath(empty.RunID)+"/steps", nil).wantStatus(t, http.StatusOK)
-	if got := string(bytes.TrimSpace(r.body)); got != `{"steps":[]}` {
-		t.Errorf("steps of a run with none: got %s, want {\"steps\":[]}", got)
+	if got := string(bytes.TrimSpace(r.body)); got != `{"steps":[],"next_cursor":null}` {
+		t.Errorf("steps of a run with none: got %s, want {\"steps\":[],\"next_cursor\":null}", got)
 	}
 	e.do(t, http.MethodGet, runPath("0190a5d0-ac96-774b-bcce-b302099a8057")+"/steps", nil).wantProblem(t, http.StatusNotFound, "not_found", "")
 	e.do(t, http.MethodGet, "/v1/namespaces/other/workflows/"+empty.RunID+"/steps", nil).wantProblem(t, http.StatusNotFound, "not_found", "")
@@ -931,7 +946,7 @@ func TestErrorCodes(t *testing.T) {
 		{"workflow_type over 256 bytes", "POST", start, map[string]any{"workflow_type": strings.Repeat("é", 129)}, nil, 400, "invalid_argument", "workflow_type"},
 		{"bad task_queue", "POST", start, `{"workflow_type":"x","task_queue":"bad name!"}`, nil, 400, "invalid_argument", "task_queue"},
 		{"empty external_id", "POST", start, `{"workflow_type":"x","external_id":""}`, nil, 400, "invalid_argument", "external_id"},
-		{"control character in version", "POST", start, `{"workflow_type":"x","version":"1\n2"}`, nil, 400, "invalid_argument", "version"},
+		{"NUL in version", "POST", start, `{"workflow_type":"x","version":"1\u00002"}`, nil, 400, "invalid_argument", "version"},
 		{"bad namespace", "POST", "/v1/namespaces/bad%20name%21/workflows", `{"workflow_type":"x"}`, nil, 400, "invalid_argument", "namespace"},
 		{"bad namespace on a list", "GET", "/v1/namespaces/-dash/workflows", nil, nil, 400, "invalid_argument", "namespace"},
 		{"namespace over 63 characters", "GET", "/v1/namespaces/" + strings.Repeat("n", 64) + "/workflows", nil, nil, 400, "invalid_argument", "namespace"},

@@ -137,6 +137,27 @@ type request struct {
 	idempotent bool
 	// wait is the time the server may hold the request (a long poll).
 	wait time.Duration
+	// clock, when set, is filled from the answer, to read the server's
+	// times in it on the local clock.
+	clock *answerClock
+}
+
+// answerClock is the server's time when it answered (its Date header) and
+// the local time the answer arrived, so that the worker knows when a lease
+// ends by its own clock, whatever the clocks' skew.
+type answerClock struct {
+	server time.Time // zero when the answer had no Date
+	local  time.Time
+}
+
+// localTime returns the local time of the server's time t. The Date header
+// is in whole seconds, and the answer took time to arrive: the result is
+// late by up to a second and the answer's transit, never early.
+func (a answerClock) localTime(t time.Time) time.Time {
+	if a.server.IsZero() {
+		return t
+	}
+	return a.local.Add(t.Sub(a.server))
 }
 
 // do performs r and decodes a 2xx answer into out (when not nil). It
@@ -159,7 +180,7 @@ func (c *Client) do(ctx context.Context, r request, out any) (int, error) {
 		defer cancel()
 	}
 	for attempt := 1; ; attempt++ {
-		status, err := c.once(ctx, r.method, u, body, out)
+		status, err := c.once(ctx, r.method, u, body, out, r.clock)
 		if err == nil {
 			return status, nil
 		}
@@ -190,7 +211,7 @@ func (c *Client) retryable(ctx context.Context, r request, err error) bool {
 }
 
 // once sends one request and reads its answer.
-func (c *Client) once(ctx context.Context, method, u string, body []byte, out any) (int, error) {
+func (c *Client) once(ctx context.Context, method, u string, body []byte, out any, clock *answerClock) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -209,6 +230,10 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("kagzi: %s %s: %w", method, u, err)
+	}
+	if clock != nil {
+		clock.local = time.Now()
+		clock.server, _ = http.ParseTime(resp.Header.Get("Date"))
 	}
 	defer func() {
 		// Read to the end so that the connection is reused.

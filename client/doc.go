@@ -39,7 +39,11 @@
 //
 // It registers with the server, long-polls its task queue for as many
 // runs as it has free slots, runs each in a goroutine, and heartbeats at
-// the interval the server sets, which keeps the leases of all its runs.
+// the interval the server sets, naming the runs it executes: that keeps
+// their leases, and only theirs, so a run the worker gave up on is retried
+// once its lease expires. Heartbeats keep their cadence however slow other
+// calls are, and a step function does not start once the run's lease has
+// passed by the worker's clock (a paused worker may have lost the run).
 // When Run's context ends, [Worker.Stop] is called or the server asks it
 // to drain, it stops claiming, lets running workflows finish for a grace
 // period ([WithGracePeriod]), then cancels the rest and gives their runs

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +29,48 @@ type execution struct {
 	// its lease lost (the server's *Error).
 	stopped error
 	sleeps  int
+	// leaseEnds is when the run's lease ends by the local clock, as the
+	// claim or the latest heartbeat said.
+	leaseEnds time.Time
+
+	// reporting is set once the workflow function returned and the
+	// execution reports its outcome: the answer to that call, not a
+	// heartbeat, says whether the run was still held.
+	reporting atomic.Bool
+	// checking is set while a run heartbeat of the execution is in
+	// flight.
+	checking atomic.Bool
+}
+
+// leaseMargin is how long before its lease ends, by the local clock, an
+// execution stops starting step functions: a step begun that late would
+// run after the run may have gone to another worker.
+const leaseMargin = 500 * time.Millisecond
+
+// extendLease records a new end of the run's lease, by the local clock.
+func (ex *execution) extendLease(ends time.Time) {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	if ends.After(ex.leaseEnds) {
+		ex.leaseEnds = ends
+	}
+}
+
+// checkLease stops the execution, and returns why, when the run's lease
+// ends within leaseMargin: a worker that was paused (a stop-the-world
+// pause, a suspended VM) must not run a step for a run it no longer holds.
+func (ex *execution) checkLease() error {
+	ex.mu.Lock()
+	left := time.Until(ex.leaseEnds)
+	ex.mu.Unlock()
+	if left >= leaseMargin {
+		return ex.err()
+	}
+	if ex.err() == nil {
+		ex.log(slog.LevelWarn, "the run's lease ends before its step could run; stopping the workflow", "lease_left", left.Round(time.Millisecond))
+	}
+	return ex.stop(&Error{Code: CodeLeaseLost, Status: http.StatusConflict, Title: http.StatusText(http.StatusConflict),
+		Detail: fmt.Sprintf("the run's lease ends in %s by the worker's clock (heartbeats did not extend it): the step does not run", left.Round(time.Millisecond))})
 }
 
 // err returns why the execution stopped, or nil while it runs.
@@ -78,11 +122,17 @@ func leaseEnded(err error) bool {
 // followed by path. Fencing makes them safe to retry. An answer that says
 // the lease ended stops the execution.
 func (ex *execution) call(body, out any, path ...string) error {
+	return ex.callCtx(ex.ctx, body, out, nil, path...)
+}
+
+// callCtx is call under ctx, which must be ex.ctx or derive from it, that
+// fills clock (when not nil) from the answer.
+func (ex *execution) callCtx(ctx context.Context, body, out any, clock *answerClock, path ...string) error {
 	if err := ex.err(); err != nil {
 		return err
 	}
-	r := request{method: http.MethodPost, path: ex.w.c.runPath(ex.task.RunID, path...), body: body, idempotent: true}
-	_, err := ex.w.c.do(ex.ctx, r, out)
+	r := request{method: http.MethodPost, path: ex.w.c.runPath(ex.task.RunID, path...), body: body, idempotent: true, clock: clock}
+	_, err := ex.w.c.do(ctx, r, out)
 	if err == nil {
 		return nil
 	}
@@ -163,6 +213,7 @@ func (ex *execution) execute(fn workflowFunc) {
 		ex.log(slog.LevelDebug, "execution stopped", "cause", cause)
 		return
 	}
+	ex.reporting.Store(true)
 	if err == nil {
 		err = ex.reportComplete(out)
 		if err == nil {

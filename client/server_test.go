@@ -35,6 +35,9 @@ type env struct {
 	ns  string
 	c   *client.Client
 	rec *recorder
+	// wc, when set, is the client of the workers the test starts, in
+	// place of c.
+	wc *client.Client
 }
 
 // runTests runs each test as a parallel subtest of t, against one server
@@ -82,7 +85,11 @@ type runningWorker struct {
 func (e *env) startWorker(t *testing.T, register func(*client.Worker), opts ...client.WorkerOption) *runningWorker {
 	t.Helper()
 	opts = append([]client.WorkerOption{client.WithLogger(testLogger(t))}, opts...)
-	w := client.NewWorker(e.c, "default", opts...)
+	wc := e.c
+	if e.wc != nil {
+		wc = e.wc
+	}
+	w := client.NewWorker(wc, "default", opts...)
 	register(w)
 	mark := e.rec.mark()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -46,6 +46,9 @@ type Worker struct {
 	changed   chan struct{} // signalled when an execution ends
 	execs     sync.WaitGroup
 
+	// unlistedHeartbeat is set when the server refused run_ids.
+	unlistedHeartbeat atomic.Bool
+
 	completed atomic.Int64 // runs completed since the last heartbeat
 	failed    atomic.Int64 // attempts failed since the last heartbeat
 
@@ -278,7 +281,7 @@ func (w *Worker) claimLoop(ctx, execCtx context.Context, types []string) {
 			continue
 		}
 		id := w.ID()
-		tasks, err := w.claim(ctx, id, types, min(free, maxClaimTasks))
+		tasks, clock, err := w.claim(ctx, id, types, min(free, maxClaimTasks))
 		switch {
 		case ctx.Err() != nil:
 			// Runs claimed as the poll was abandoned are put back by the
@@ -300,7 +303,7 @@ func (w *Worker) claimLoop(ctx, execCtx context.Context, types []string) {
 		}
 		failures = 0
 		for _, t := range tasks {
-			w.start(execCtx, t, id)
+			w.start(execCtx, t, id, clock)
 		}
 	}
 }
@@ -339,6 +342,9 @@ wait:
 	// effort.
 	if done, failed := w.completed.Swap(0), w.failed.Swap(0); done+failed > 0 {
 		body := heartbeatBody{ActiveCount: w.active(), CompletedDelta: done, FailedDelta: failed}
+		if !w.unlistedHeartbeat.Load() {
+			body.RunIDs = []string{} // every run was abandoned above
+		}
 		_, _ = w.c.do(ctx, request{method: http.MethodPost, path: w.workerPath(ids[0], "heartbeat"), body: body}, nil)
 	}
 	var errs []error
@@ -454,23 +460,25 @@ type task struct {
 // may cap it lower.
 const claimWait = 30 * time.Second
 
-func (w *Worker) claim(ctx context.Context, id string, types []string, n int) ([]task, error) {
+func (w *Worker) claim(ctx context.Context, id string, types []string, n int) ([]task, answerClock, error) {
 	var out struct {
 		Tasks []task `json:"tasks"`
 	}
+	var clock answerClock
 	r := request{
 		method: http.MethodPost,
 		path:   w.c.nsPath + "/task-queues/" + url.PathEscape(w.queue) + "/claim",
 		body:   claimBody{WorkerID: id, WorkflowTypes: types, MaxTasks: n, WaitMS: claimWait.Milliseconds()},
 		wait:   claimWait,
+		clock:  &clock,
 	}
 	_, err := w.c.do(ctx, r, &out)
-	return out.Tasks, err
+	return out.Tasks, clock, err
 }
 
 // start executes t in a goroutine of its own.
-func (w *Worker) start(ctx context.Context, t task, workerID string) {
-	ex := &execution{w: w, task: t, workerID: workerID, began: time.Now()}
+func (w *Worker) start(ctx context.Context, t task, workerID string, clock answerClock) {
+	ex := &execution{w: w, task: t, workerID: workerID, began: time.Now(), leaseEnds: clock.localTime(t.LeaseExpiresAt)}
 	ex.ctx, ex.cancel = context.WithCancelCause(ctx)
 	w.mu.Lock()
 	fn := w.workflows[t.WorkflowType]
@@ -499,97 +507,226 @@ type heartbeatBody struct {
 	ActiveCount    int   `json:"active_count"`
 	CompletedDelta int64 `json:"completed_delta"`
 	FailedDelta    int64 `json:"failed_delta"`
+	// RunIDs is never nil (null is refused), but to a server that does
+	// not know the member.
+	RunIDs []string `json:"run_ids,omitzero"`
 }
 
+// A worker heartbeat gives up after heartbeatTimeout intervals, the
+// silence after which the server takes the worker offline (an answer
+// later than that is of no use), and heartbeatTimeout of them at most are
+// in flight at once when the server answers slowly.
+const heartbeatTimeout = 3
+
 // heartbeatLoop heartbeats at the server's interval until ctx ends, and
-// sooner after a failure.
+// sooner after a failure. Each heartbeat goes out on time whatever the
+// ones before it and the run heartbeats (a loop of their own) are doing:
+// a worker that is healthy but whose calls are slow must not be taken
+// offline.
 func (w *Worker) heartbeatLoop(ctx context.Context, types []string) {
 	w.mu.Lock()
 	interval := w.interval
 	w.mu.Unlock()
-	t := time.NewTimer(interval)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { w.checkRunsLoop(ctx, interval) })
+
+	results := make(chan bool)
+	due := time.Now().Add(interval)
+	next := time.NewTimer(interval)
+	defer next.Stop()
+	inflight, failures := 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ok := <-results:
+			inflight--
+			if ok {
+				failures = 0
+				continue
+			}
+			failures++
+			if retry := time.Now().Add(backoff(100*time.Millisecond, interval, failures)); retry.Before(due) {
+				due = retry
+				next.Reset(time.Until(due))
+			}
+		case <-next.C:
+			due = time.Now().Add(interval)
+			next.Reset(interval)
+			if inflight >= heartbeatTimeout {
+				continue // the oldest ends by its timeout within an interval
+			}
+			inflight++
+			wg.Go(func() {
+				ok := w.heartbeat(ctx, types, heartbeatTimeout*interval)
+				select {
+				case results <- ok:
+				case <-ctx.Done():
+				}
+			})
+		}
+	}
+}
+
+// heartbeat reports the worker's state and the runs it executes under its
+// current registration, which extends their leases, and stops those the
+// server says it no longer holds or that were cancelled. It gives up
+// after timeout, and reports whether the heartbeat went through.
+func (w *Worker) heartbeat(ctx context.Context, types []string, timeout time.Duration) bool {
+	id := w.ID()
+	held := w.held(id)
+	body := heartbeatBody{ActiveCount: w.active()}
+	if !w.unlistedHeartbeat.Load() {
+		body.RunIDs = make([]string, len(held))
+		for i, ex := range held {
+			body.RunIDs[i] = ex.task.RunID
+		}
+	}
+	body.CompletedDelta, body.FailedDelta = w.completed.Swap(0), w.failed.Swap(0)
+	var out struct {
+		Status         string     `json:"status"`
+		ShouldDrain    bool       `json:"should_drain"`
+		LeaseExpiresAt *time.Time `json:"lease_expires_at"`
+		Lost           []string   `json:"lost"`
+		Cancelled      []string   `json:"cancelled"`
+	}
+	var clock answerClock
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	_, err := w.c.do(hctx, request{method: http.MethodPost, path: w.workerPath(id, "heartbeat"), body: body, clock: &clock}, &out)
+	cancel()
+	var apiErr *Error
+	switch {
+	case ctx.Err() != nil:
+		return true
+	case errors.As(err, &apiErr) && apiErr.Code == CodeInvalidArgument && apiErr.Field == "run_ids" && body.RunIDs != nil:
+		// A server older than run_ids: it extends every lease the worker
+		// holds, so a run the worker gave up on is rescued only when the
+		// worker stops.
+		w.logger.Warn("the server does not take run_ids in worker heartbeats; heartbeating without", "worker_id", id, "error", err)
+		w.unlistedHeartbeat.Store(true)
+		w.completed.Add(body.CompletedDelta)
+		w.failed.Add(body.FailedDelta)
+		return false
+	case errors.Is(err, ErrWorkerOffline) || errors.Is(err, ErrNotFound):
+		// Silent for too long (a pause, a partition): the server took the
+		// worker offline and stopped extending its leases. Register anew;
+		// runs held under the old ID are kept alive one by one by
+		// checkRuns.
+		w.logger.Warn("the server took the worker offline; registering again", "worker_id", id, "error", err)
+		if rerr := w.reregister(ctx, id, types); rerr != nil {
+			w.logger.Error("register again", "error", rerr)
+			return false
+		}
+		return true
+	case err != nil:
+		w.completed.Add(body.CompletedDelta)
+		w.failed.Add(body.FailedDelta)
+		w.logger.Warn("heartbeat failed", "worker_id", id, "error", err)
+		return false
+	case out.ShouldDrain:
+		w.logger.Info("the server asks the worker to drain", "worker_id", id)
+		w.requestDrain()
+	}
+	w.applyHeartbeat(held, out.Lost, out.Cancelled, out.LeaseExpiresAt, clock)
+	return true
+}
+
+// held returns the executions the worker runs under registration id that
+// may still report.
+func (w *Worker) held(id string) []*execution {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var held []*execution
+	for ex := range w.running {
+		if ex.workerID == id && ex.err() == nil {
+			held = append(held, ex)
+		}
+	}
+	return held
+}
+
+// applyHeartbeat stops the executions whose runs the heartbeat answered
+// lost or cancelled and records the new lease end of the others. A run
+// reporting its outcome is left to that call's answer: its completion may
+// be why it is no longer held.
+func (w *Worker) applyHeartbeat(held []*execution, lost, cancelled []string, leaseExpires *time.Time, clock answerClock) {
+	for _, ex := range held {
+		id := ex.task.RunID
+		switch {
+		case slices.Contains(cancelled, id):
+			if !ex.reporting.Load() {
+				ex.abandon(&Error{Code: CodeCancelled, Status: http.StatusConflict, Title: http.StatusText(http.StatusConflict),
+					Detail: "the worker heartbeat says the run was cancelled"})
+			}
+		case slices.Contains(lost, id):
+			if !ex.reporting.Load() {
+				ex.abandon(&Error{Code: CodeLeaseLost, Status: http.StatusConflict, Title: http.StatusText(http.StatusConflict),
+					Detail: "the worker heartbeat says the worker no longer holds the run"})
+			}
+		case leaseExpires != nil:
+			ex.extendLease(clock.localTime(*leaseExpires))
+		}
+	}
+}
+
+// checkRunsLoop heartbeats, every interval, the runs claimed under an
+// earlier registration of the worker (before the server took it offline),
+// which the worker heartbeat of the current one does not list, until ctx
+// ends. That keeps their leases, and finds cancelled runs and lost leases,
+// whose contexts it then cancels. A run whose heartbeat is slow delays
+// none of the others.
+func (w *Worker) checkRunsLoop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
-	failures := 0
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, runChecks)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if w.heartbeat(ctx, types, interval) {
-			failures = 0
-			t.Reset(interval)
-		} else {
-			failures++
-			t.Reset(min(interval, backoff(100*time.Millisecond, interval, failures)))
+		id := w.ID()
+		w.mu.Lock()
+		for ex := range w.running {
+			if ex.workerID == id || !ex.checking.CompareAndSwap(false, true) {
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				ex.checking.Store(false) // next time
+				continue
+			}
+			wg.Go(func() {
+				defer func() { <-sem; ex.checking.Store(false) }()
+				w.checkRun(ex, interval)
+			})
 		}
+		w.mu.Unlock()
 	}
 }
 
-// heartbeat reports the worker's state, which extends the leases of every
-// run it holds, and checks on the runs that have run for a while. It
-// reports whether the worker heartbeat went through.
-func (w *Worker) heartbeat(ctx context.Context, types []string, interval time.Duration) bool {
-	id := w.ID()
-	done, failed := w.completed.Swap(0), w.failed.Swap(0)
-	body := heartbeatBody{ActiveCount: w.active(), CompletedDelta: done, FailedDelta: failed}
-	var out struct {
-		Status      string `json:"status"`
-		ShouldDrain bool   `json:"should_drain"`
-	}
-	_, err := w.c.do(ctx, request{method: http.MethodPost, path: w.workerPath(id, "heartbeat"), body: body}, &out)
-	ok := err == nil
-	switch {
-	case ctx.Err() != nil:
-		return true
-	case errors.Is(err, ErrWorkerOffline) || errors.Is(err, ErrNotFound):
-		// Silent for too long (a pause, a partition): the server took the
-		// worker offline and stopped extending its leases. Register anew;
-		// runs held under the old ID are kept alive one by one below.
-		w.logger.Warn("the server took the worker offline; registering again", "worker_id", id, "error", err)
-		if rerr := w.reregister(ctx, id, types); rerr != nil {
-			w.logger.Error("register again", "error", rerr)
-			ok = false
-		}
-	case err != nil:
-		w.completed.Add(done)
-		w.failed.Add(failed)
-		w.logger.Warn("heartbeat failed", "worker_id", id, "error", err)
-	case out.ShouldDrain:
-		w.logger.Info("the server asks the worker to drain", "worker_id", id)
-		w.requestDrain()
-	}
-	w.checkRuns(interval)
-	return ok
-}
-
-// runChecks bounds the run heartbeats one worker heartbeat sends at once.
+// runChecks bounds the run heartbeats in flight at once.
 const runChecks = 16
 
-// checkRuns heartbeats each run that has been executing for a heartbeat
-// interval or that was claimed under an earlier registration. That keeps
-// the latter's leases, and finds cancelled runs and lost leases of
-// workflows busy in a long step, whose contexts it then cancels.
-func (w *Worker) checkRuns(interval time.Duration) {
-	id := w.ID()
-	var due []*execution
-	w.mu.Lock()
-	for ex := range w.running {
-		if ex.workerID != id || time.Since(ex.began) >= interval {
-			due = append(due, ex)
-		}
+// checkRun heartbeats one run, giving up after two intervals.
+func (w *Worker) checkRun(ex *execution, interval time.Duration) {
+	var out struct {
+		LeaseExpiresAt *time.Time `json:"lease_expires_at"`
 	}
-	w.mu.Unlock()
-	sem := make(chan struct{}, runChecks)
-	var wg sync.WaitGroup
-	for _, ex := range due {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := ex.call(leaseBody{LeaseID: ex.task.LeaseID}, nil, "heartbeat"); err != nil && ex.err() == nil {
-				w.logger.Warn("run heartbeat failed", "run_id", ex.task.RunID, "error", err)
-			}
-		})
+	var clock answerClock
+	ctx, cancel := context.WithTimeout(ex.ctx, 2*interval)
+	defer cancel()
+	err := ex.callCtx(ctx, leaseBody{LeaseID: ex.task.LeaseID}, &out, &clock, "heartbeat")
+	switch {
+	case err == nil && out.LeaseExpiresAt != nil:
+		ex.extendLease(clock.localTime(*out.LeaseExpiresAt))
+	case err != nil && ex.err() == nil && ex.ctx.Err() == nil:
+		// (An execution that ended meanwhile cancelled the call: that is
+		// no failure.)
+		w.logger.Warn("run heartbeat failed", "run_id", ex.task.RunID, "error", err)
 	}
-	wg.Wait()
 }

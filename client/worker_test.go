@@ -39,6 +39,12 @@ func TestWorker(t *testing.T) {
 		{"HeartbeatKeepsLeases", testHeartbeatKeepsLeases},
 		{"RegistersAgainWhenOffline", testRegistersAgainWhenOffline},
 		{"OutputTooLarge", testOutputTooLarge},
+		{"FailedCompletionIsRescued", testFailedCompletionIsRescued},
+		{"HeartbeatToServerWithoutRunIDs", testHeartbeatToServerWithoutRunIDs},
+		{"HeartbeatCadenceWithSlowAnswer", testHeartbeatCadenceWithSlowAnswer},
+		{"HeartbeatCadenceWithSlowRunHeartbeat", testHeartbeatCadenceWithSlowRunHeartbeat},
+		{"NoWarningForRunHeartbeatEndedByCompletion", testNoWarningForRunHeartbeatEndedByCompletion},
+		{"FrozenWorkerRunsNoStepPastItsLease", testFrozenWorkerRunsNoStepPastItsLease},
 	}, testserver.WithLimits(func(l *api.Limits) {
 		l.LeaseDuration = testLease
 		l.Payload.MaxBytes, l.Payload.WarnBytes = 64<<10, 32<<10 // quick to exceed

@@ -134,6 +134,9 @@ func Step[T any](ctx *WorkflowContext, name string, fn func(context.Context) (T,
 		}
 		return v, nil
 	}
+	if err := ex.checkLease(); err != nil {
+		return zero, err
+	}
 	sctx := context.WithValue(ex.ctx, stepInfoKey{}, StepInfo{RunID: ex.task.RunID, Name: name, Attempt: begun.Step.Attempt})
 	v, ferr := callStep(sctx, fn)
 	if cause := ex.err(); cause != nil {

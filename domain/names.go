@@ -3,6 +3,7 @@ package domain
 import (
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -25,7 +26,7 @@ func ValidateIdent(field, s string) error {
 }
 
 // ValidateName checks a workflow type, step name or external ID: 1 to 256
-// bytes of UTF-8 with no control characters.
+// bytes of UTF-8 with no control characters (C0, DEL and C1).
 func ValidateName(field, s string) error {
 	switch {
 	case s == "":
@@ -39,6 +40,22 @@ func ValidateName(field, s string) error {
 		if unicode.IsControl(r) {
 			return Invalid(field, "must not contain control characters")
 		}
+	}
+	return nil
+}
+
+// ValidateText checks free text, such as an error message or a label
+// value: at most max bytes of UTF-8 without NUL, which PostgreSQL cannot
+// store in text. Other control characters pass, so that multi-line
+// messages and stack traces do.
+func ValidateText(field, s string, max int) error {
+	switch {
+	case len(s) > max:
+		return Invalid(field, "is %d bytes; the limit is %d", len(s), max)
+	case !utf8.ValidString(s):
+		return Invalid(field, "is not valid UTF-8")
+	case strings.IndexByte(s, 0) >= 0:
+		return Invalid(field, "must not contain \\u0000")
 	}
 	return nil
 }

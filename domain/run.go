@@ -2,6 +2,7 @@ package domain
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -79,11 +80,14 @@ func (e *ErrorInfo) Validate(field string, limits PayloadLimits) error {
 	if e.Message == "" {
 		return Invalid(field+".message", "must not be empty")
 	}
-	if len(e.Message) > MaxErrorMessageBytes {
-		return Invalid(field+".message", "is %d bytes; the limit is %d", len(e.Message), MaxErrorMessageBytes)
+	if err := ValidateText(field+".message", e.Message, MaxErrorMessageBytes); err != nil {
+		return err
 	}
 	if e.Type != nil {
-		if err := ValidateName(field+".type", *e.Type); err != nil {
+		if *e.Type == "" {
+			return Invalid(field+".type", "must not be empty")
+		}
+		if err := ValidateText(field+".type", *e.Type, MaxNameBytes); err != nil {
 			return err
 		}
 	}
@@ -148,6 +152,9 @@ func (r StartRequest) Validate(limits PayloadLimits) (NewRun, error) {
 		if err := ValidateName("external_id", *r.ExternalID); err != nil {
 			return n, err
 		}
+		if strings.HasPrefix(*r.ExternalID, ScheduleExternalIDPrefix) {
+			return n, Invalid("external_id", "must not start with %q: such IDs are reserved for the runs schedules start", ScheduleExternalIDPrefix)
+		}
 	}
 	if r.Version != nil {
 		if err := validateVersion("version", *r.Version); err != nil {
@@ -170,11 +177,9 @@ func (r StartRequest) Validate(limits PayloadLimits) (NewRun, error) {
 		n.StartAt = &at
 	}
 	if r.StartDelayMS != nil {
-		d := time.Duration(*r.StartDelayMS) * time.Millisecond
-		if *r.StartDelayMS < 0 || d > MaxStartDelay {
-			return n, Invalid("start_delay_ms", "must be between 0 and %d", MaxStartDelay.Milliseconds())
+		if n.StartDelay, err = DurationMS("start_delay_ms", *r.StartDelayMS, MaxStartDelay); err != nil {
+			return n, err
 		}
-		n.StartDelay = d
 	}
 	if len(n.Input) == 0 {
 		n.Input = json.RawMessage("null")

@@ -3,6 +3,8 @@ package domain
 import (
 	"bytes"
 	"encoding/json"
+	"path"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -43,11 +45,16 @@ const (
 	MaxCronBytes = 256
 )
 
+// ScheduleExternalIDPrefix starts the external ID of every run a schedule
+// starts; clients may not start runs with it, so that no one can take a
+// schedule's fire time.
+const ScheduleExternalIDPrefix = "schedule:"
+
 // ScheduleRunExternalID is the external ID of the run a schedule starts
 // for a fire time: one per schedule and fire time, so that a fire time is
 // never started twice while its run is live.
 func ScheduleRunExternalID(scheduleID string, fireTime time.Time) string {
-	return "schedule:" + scheduleID + ":" + fireTime.UTC().Format(time.RFC3339)
+	return ScheduleExternalIDPrefix + scheduleID + ":" + fireTime.UTC().Format(time.RFC3339)
 }
 
 // ScheduleRequest is a request to create a schedule, as the client sends
@@ -160,6 +167,10 @@ func (o *Optional[T]) UnmarshalJSON(b []byte) error {
 	dec.DisallowUnknownFields()
 	return dec.Decode(&o.Value)
 }
+
+// JSONValueType is the type Optional decodes its value into, for the
+// API's check of a body's member names.
+func (*Optional[T]) JSONValueType() reflect.Type { return reflect.TypeFor[T]() }
 
 // SchedulePatch is a request to change a schedule: every member is
 // optional, and only those present change. Input may be set to any JSON
@@ -305,10 +316,12 @@ func ValidateCronForm(field, expr string) error {
 	return nil
 }
 
-// LoadTimezone returns the IANA time zone named tz. "Local" is refused: it
-// would mean whatever zone each server replica happens to run in.
+// LoadTimezone returns the IANA time zone named tz, spelled canonically.
+// "Local" is refused: it would mean whatever zone each server replica
+// happens to run in; so are other spellings of a zone's file path
+// ("./UTC", "America//New_York", "UTC/"), which time.LoadLocation accepts.
 func LoadTimezone(field, tz string) (*time.Location, error) {
-	if tz == "" || tz == "Local" || len(tz) > MaxNameBytes || strings.ContainsFunc(tz, isControl) {
+	if tz == "" || tz == "Local" || len(tz) > MaxNameBytes || strings.ContainsFunc(tz, isControl) || path.Clean(tz) != tz {
 		return nil, Invalid(field, "must be an IANA time zone such as UTC or Europe/Paris, not %q", tz)
 	}
 	loc, err := time.LoadLocation(tz)
@@ -319,10 +332,7 @@ func LoadTimezone(field, tz string) (*time.Location, error) {
 }
 
 func validateVersion(field, v string) error {
-	if len(v) > MaxVersionBytes || strings.ContainsFunc(v, isControl) {
-		return Invalid(field, "must be at most %d bytes with no control characters", MaxVersionBytes)
-	}
-	return nil
+	return ValidateText(field, v, MaxVersionBytes)
 }
 
 func validateMaxCatchup(field string, n int) error {

@@ -3,6 +3,8 @@ package domain
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -46,6 +48,10 @@ func (n *Nullable[T]) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// JSONValueType is the type Nullable decodes its value into, for the
+// API's check of a body's member names.
+func (*Nullable[T]) JSONValueType() reflect.Type { return reflect.TypeFor[T]() }
+
 // TaskQueuePatch changes a queue's settings; what it leaves out stays.
 type TaskQueuePatch struct {
 	Paused        *bool         `json:"paused"`
@@ -64,7 +70,7 @@ func (p TaskQueuePatch) Validate() error {
 			return err
 		}
 		if v != nil && (*v < 0 || *v > MaxConcurrencyLimit) {
-			return Invalid("workflow_type_limits", "the limit of %q must be between 0 and %d, or null", t, MaxConcurrencyLimit)
+			return Invalid(fmt.Sprintf("workflow_type_limits[%q]", t), "must be between 0 and %d, or null", MaxConcurrencyLimit)
 		}
 	}
 	return nil

@@ -1,7 +1,9 @@
 package domain
 
 import (
-	"strings"
+	"encoding/json"
+	"fmt"
+	"math"
 	"time"
 )
 
@@ -83,10 +85,18 @@ func (r RegisterWorker) Validate() (Worker, error) {
 	if w.WorkflowTypes == nil {
 		w.WorkflowTypes = []string{}
 	}
-	for field, v := range map[string]*string{"hostname": r.Hostname, "version": r.Version} {
-		if v != nil && (len(*v) > MaxNameBytes || strings.ContainsFunc(*v, isControl)) {
-			return w, Invalid(field, "must be at most %d bytes with no control characters", MaxNameBytes)
+	for _, f := range []struct {
+		field string
+		v     *string
+	}{{"hostname", r.Hostname}, {"version", r.Version}} {
+		if f.v != nil {
+			if err := ValidateText(f.field, *f.v, MaxNameBytes); err != nil {
+				return w, err
+			}
 		}
+	}
+	if r.PID != nil && (*r.PID < 0 || *r.PID > math.MaxInt32) {
+		return w, Invalid("pid", "must be between 0 and %d", math.MaxInt32)
 	}
 	if r.MaxConcurrent != nil {
 		if *r.MaxConcurrent < 1 || *r.MaxConcurrent > MaxWorkerConcurrent {
@@ -100,6 +110,12 @@ func (r RegisterWorker) Validate() (Worker, error) {
 	for k, v := range r.Labels {
 		if k == "" || len(k) > MaxLabelBytes || len(v) > MaxLabelBytes {
 			return w, Invalid("labels", "keys must be 1 to %d bytes and values at most %d", MaxLabelBytes, MaxLabelBytes)
+		}
+		if err := ValidateName("labels", k); err != nil {
+			return w, Invalid("labels", "key %q must not contain control characters", k)
+		}
+		if err := ValidateText(fmt.Sprintf("labels[%q]", k), v, MaxLabelBytes); err != nil {
+			return w, err
 		}
 	}
 	if w.Labels == nil {
@@ -120,20 +136,73 @@ func ValidateTypes(field string, types []string) error {
 
 // WorkerHeartbeat is what a worker reports with each heartbeat.
 type WorkerHeartbeat struct {
-	ActiveCount    int   `json:"active_count"`
-	CompletedDelta int64 `json:"completed_delta"`
-	FailedDelta    int64 `json:"failed_delta"`
+	ActiveCount    int        `json:"active_count"`
+	CompletedDelta int64      `json:"completed_delta"`
+	FailedDelta    int64      `json:"failed_delta"`
+	RunIDs         HeldRunIDs `json:"run_ids,omitzero"`
+}
+
+// MaxHeartbeatRuns bounds the run_ids of one worker heartbeat: a worker
+// executes at most MaxWorkerConcurrent runs at once.
+const MaxHeartbeatRuns = MaxWorkerConcurrent
+
+// HeldRunIDs are the runs a worker heartbeat says it is executing. A
+// heartbeat without the member (an older worker) leaves Set false: every
+// lease the worker holds is extended.
+type HeldRunIDs struct {
+	Set bool
+	IDs []string // nil when the member was null
+}
+
+// MarshalJSON writes the IDs as sent; a heartbeat without the member
+// leaves it out (omitzero).
+func (h HeldRunIDs) MarshalJSON() ([]byte, error) { return json.Marshal(h.IDs) }
+
+// UnmarshalJSON records that the member was sent, null included.
+func (h *HeldRunIDs) UnmarshalJSON(b []byte) error {
+	h.Set = true
+	var items []json.RawMessage
+	if err := json.Unmarshal(b, &items); err != nil {
+		return Invalid("run_ids", "must be an array of run IDs")
+	}
+	if items == nil {
+		return nil
+	}
+	h.IDs = make([]string, len(items))
+	for i, item := range items {
+		if err := json.Unmarshal(item, &h.IDs[i]); err != nil {
+			return Invalid("run_ids["+itoa(i)+"]", "must be a run ID (a UUID)")
+		}
+	}
+	return nil
 }
 
 // Validate checks h.
 func (h WorkerHeartbeat) Validate() error {
 	switch {
-	case h.ActiveCount < 0:
-		return Invalid("active_count", "must not be negative")
+	case h.ActiveCount < 0 || h.ActiveCount > math.MaxInt32:
+		return Invalid("active_count", "must be between 0 and %d", math.MaxInt32)
 	case h.CompletedDelta < 0:
 		return Invalid("completed_delta", "must not be negative")
 	case h.FailedDelta < 0:
 		return Invalid("failed_delta", "must not be negative")
+	}
+	return h.RunIDs.validate()
+}
+
+func (h HeldRunIDs) validate() error {
+	switch {
+	case !h.Set:
+		return nil
+	case h.IDs == nil:
+		return Invalid("run_ids", "must be an array of run IDs, not null (leave it out to extend every lease the worker holds)")
+	case len(h.IDs) > MaxHeartbeatRuns:
+		return Invalid("run_ids", "must list at most %d runs", MaxHeartbeatRuns)
+	}
+	for i, id := range h.IDs {
+		if !IsUUID(id) {
+			return Invalid("run_ids["+itoa(i)+"]", "must be a run ID (a UUID)")
+		}
 	}
 	return nil
 }
@@ -143,6 +212,10 @@ type HeartbeatResult struct {
 	Status         WorkerStatus `json:"status"`
 	ShouldDrain    bool         `json:"should_drain"`
 	LeaseExpiresAt *time.Time   `json:"lease_expires_at"`
+	// Lost and Cancelled are the listed runs whose leases were not
+	// extended: no longer held by the worker, or cancelled.
+	Lost      []string `json:"lost"`
+	Cancelled []string `json:"cancelled"`
 }
 
 // WorkerFilter selects workers of a namespace for a list.

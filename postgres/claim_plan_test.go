@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kagzi/kagzi/postgres"
 	"github.com/kagzi/kagzi/postgres/pgtest"
@@ -23,12 +24,7 @@ func TestClaimPlansAfterBulkEnqueue(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	exec := execer(t, pool)
 	// A table of finished runs, analyzed with no run pending, as after a
 	// quiet spell.
 	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, retry_policy,
@@ -86,12 +82,7 @@ func TestTypedClaimSkipsOtherTypesBacklog(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	exec := execer(t, pool)
 	exec(`ANALYZE workflow_runs`)
 	const backlog = 50000
 	// a's backlog is older than b's runs, and a's delayed runs come due
@@ -163,5 +154,16 @@ func TestTypedClaimSkipsOtherTypesBacklog(t *testing.T) {
 	in, ok, err = s.NextAvailableIn(ctx, "default", "q", nil, 0)
 	if err != nil || !ok || in > 2*time.Minute {
 		t.Errorf("next available for any type: in %s, ok %v, err %v; want about a minute", in, ok, err)
+	}
+}
+
+// execer returns a function that runs a statement on pool, or fails t: the
+// bulk loads and ANALYZEs of the plan tests.
+func execer(t *testing.T, pool *pgxpool.Pool) func(sql string) {
+	return func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
 	}
 }

@@ -20,12 +20,7 @@ func TestMaintenancePlansAfterBulkLoad(t *testing.T) {
 	t.Parallel()
 	pool, _ := pgtest.NewPool(t)
 	ctx := context.Background()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	exec := execer(t, pool)
 	exec(`ANALYZE workers`)
 	exec(`ANALYZE workflow_runs`)
 	exec(`ANALYZE schedules`)

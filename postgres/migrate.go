@@ -158,19 +158,10 @@ func (mg *Migrator) recoverDirty() error {
 		return err
 	}
 	if !rerunnable(version) {
-		return fmt.Errorf("schema version %d is dirty: mend the database, then run 'kagzi migrate force %d'", version, previousVersion(version))
+		return fmt.Errorf("schema version %d is dirty: mend the database, then run 'kagzi migrate force %d'", version, migrations.Previous(version))
 	}
 	mg.logger.Warn("retrying dirty index migration", "version", version)
-	return mg.m.Force(previousVersion(version))
-}
-
-// previousVersion is the version to force so that version runs again: the
-// one before it, or -1 (no migration applied) before the first.
-func previousVersion(version uint) int {
-	if version <= 1 {
-		return -1
-	}
-	return int(version) - 1
+	return mg.m.Force(migrations.Previous(version))
 }
 
 // rerunnable reports whether migration version is an index migration,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -233,24 +234,7 @@ func (s *Store) GetRun(ctx context.Context, namespace, runID string) (domain.Run
 // ListRuns returns a page of runs, newest first, and the key after which
 // the next page starts ("" on the last page).
 func (s *Store) ListRuns(ctx context.Context, f domain.RunFilter) ([]domain.Run, string, error) {
-	q := newListQuery(f.Namespace)
-	if len(f.Statuses) > 0 {
-		statuses := make([]string, len(f.Statuses))
-		for i, st := range f.Statuses {
-			statuses[i] = string(st)
-		}
-		q.add("status = ANY(?)", statuses)
-	}
-	if f.TaskQueue != "" {
-		q.add("task_queue = ?", f.TaskQueue)
-	}
-	if f.WorkflowType != "" {
-		q.add("workflow_type = ?", f.WorkflowType)
-	}
-	if f.ExternalID != "" {
-		q.add("external_id = ?", f.ExternalID)
-	}
-	sql, args := q.sql(runColumns, "workflow_runs", "run_id", f.Page.After, f.Page.Limit)
+	sql, args := listRunsQuery(f)
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list runs: %w", translate(err))
@@ -263,6 +247,30 @@ func (s *Store) ListRuns(ctx context.Context, f domain.RunFilter) ([]domain.Run,
 		return nil, "", fmt.Errorf("list runs: %w", translate(err))
 	}
 	return nextPage(runs, f.Page.Limit, func(r domain.Run) string { return r.RunID })
+}
+
+// listRunsQuery returns the statement for one page of runs matching f.
+func listRunsQuery(f domain.RunFilter) (string, []any) {
+	q := newListQuery(f.Namespace)
+	if len(f.Statuses) > 0 {
+		var statuses []string
+		for _, st := range f.Statuses {
+			if !slices.Contains(statuses, string(st)) {
+				statuses = append(statuses, string(st))
+			}
+		}
+		q.addOneOf("status", statuses)
+	}
+	if f.TaskQueue != "" {
+		q.add("task_queue = ?", f.TaskQueue)
+	}
+	if f.WorkflowType != "" {
+		q.add("workflow_type = ?", f.WorkflowType)
+	}
+	if f.ExternalID != "" {
+		q.add("external_id = ?", f.ExternalID)
+	}
+	return q.sql(runColumns, "workflow_runs", "run_id", f.Page.After, f.Page.Limit)
 }
 
 // nextPage trims the extra row a list query fetched to learn whether

@@ -145,6 +145,7 @@ func notFound(err error, format string, args ...any) error {
 type listQuery struct {
 	where []string
 	args  []any
+	arms  []string // a row meets one of these: see addOneOf
 }
 
 func newListQuery(namespace string) *listQuery {
@@ -157,6 +158,23 @@ func (q *listQuery) add(cond string, arg any) {
 	q.where = append(q.where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(q.args))))
 }
 
+// addOneOf adds the condition that column holds one of values, which must
+// be distinct. With more than one, the query becomes a UNION ALL of one
+// arm per value, each a page read in key order from an index (an arm with
+// a WHERE of its own is planned on its own, so each carries the ORDER BY
+// and LIMIT), merged: "column = ANY(...)" would read every match and sort
+// them all.
+func (q *listQuery) addOneOf(column string, values []string) {
+	if len(values) == 1 {
+		q.add(column+" = ?", values[0])
+		return
+	}
+	for _, v := range values {
+		q.args = append(q.args, v)
+		q.arms = append(q.arms, column+" = $"+strconv.Itoa(len(q.args)))
+	}
+}
+
 // sql returns the query for one page of limit rows after the key (when
 // set), newest key first. It fetches one row more, for nextPage.
 func (q *listQuery) sql(columns, table, key, after string, limit int) (string, []any) {
@@ -164,6 +182,14 @@ func (q *listQuery) sql(columns, table, key, after string, limit int) (string, [
 		q.add(key+" < ?", after)
 	}
 	q.args = append(q.args, limit+1)
-	return `SELECT ` + columns + ` FROM ` + table + ` WHERE ` + strings.Join(q.where, " AND ") +
-		` ORDER BY ` + key + ` DESC LIMIT $` + strconv.Itoa(len(q.args)), q.args
+	where := strings.Join(q.where, " AND ")
+	tail := ` ORDER BY ` + key + ` DESC LIMIT $` + strconv.Itoa(len(q.args))
+	if len(q.arms) == 0 {
+		return `SELECT ` + columns + ` FROM ` + table + ` WHERE ` + where + tail, q.args
+	}
+	arms := make([]string, len(q.arms))
+	for i, arm := range q.arms {
+		arms[i] = `(SELECT ` + columns + ` FROM ` + table + ` WHERE ` + where + ` AND ` + arm + tail + `)`
+	}
+	return `SELECT * FROM (` + strings.Join(arms, ` UNION ALL `) + `) AS page` + tail, q.args
 }

@@ -10,27 +10,50 @@ import (
 	"github.com/kagzi/kagzi/domain"
 )
 
-// taskQueuesSQL lists the queues of a namespace that are in use: those
-// with live runs, settings or workers that are not offline.
+// taskQueuesSQL lists a page of $3 queues of namespace $1 in use, by name
+// after $2 (in byte order, which keyset pages need to agree with the
+// comparison, whatever the database's collation): those with live runs,
+// settings or workers that are not offline; $4, when not empty, is the one
+// queue wanted. The live counts read workflow_runs_live_idx alone, so they
+// cost the namespace's live runs, never its history; they are counted by
+// queue and status first, which is cheaper per run than one aggregate per
+// figure. Each source gives at most a page of names after $2 and the page
+// is the first $3 of them all, so a queue on the page that has live runs or
+// workers is among the first $3 of those.
 const taskQueuesSQL = `
-WITH live AS (
-	SELECT task_queue AS name,
-		count(*) FILTER (WHERE status = 'pending') AS pending,
-		count(*) FILTER (WHERE status IN ('pending', 'sleeping') AND available_at <= now()) AS available,
-		count(*) FILTER (WHERE status = 'running') AS running,
-		count(*) FILTER (WHERE status = 'sleeping') AS sleeping,
-		min(available_at) FILTER (WHERE status IN ('pending', 'sleeping')) AS oldest_available_at
+WITH counts AS (
+	SELECT task_queue, status, count(*) AS n, count(*) FILTER (WHERE available_at <= now()) AS due,
+		min(available_at) AS oldest
 	FROM workflow_runs
 	WHERE namespace = $1 AND status IN ('pending', 'sleeping', 'running')
+		AND ($2 = '' OR task_queue COLLATE "C" > $2) AND ($4 = '' OR task_queue = $4)
+	GROUP BY task_queue, status
+), live AS (
+	SELECT task_queue AS name,
+		COALESCE(sum(n) FILTER (WHERE status = 'pending'), 0)::bigint AS pending,
+		COALESCE(sum(due) FILTER (WHERE status <> 'running'), 0)::bigint AS available,
+		COALESCE(sum(n) FILTER (WHERE status = 'running'), 0)::bigint AS running,
+		COALESCE(sum(n) FILTER (WHERE status = 'sleeping'), 0)::bigint AS sleeping,
+		min(oldest) FILTER (WHERE status <> 'running') AS oldest_available_at
+	FROM counts
 	GROUP BY task_queue
+	ORDER BY task_queue COLLATE "C" LIMIT $3
 ), w AS (
 	SELECT task_queue AS name, count(*) FILTER (WHERE status = 'online') AS online
-	FROM workers WHERE namespace = $1 AND status <> 'offline'
+	FROM workers
+	WHERE namespace = $1 AND status <> 'offline'
+		AND ($2 = '' OR task_queue COLLATE "C" > $2) AND ($4 = '' OR task_queue = $4)
 	GROUP BY task_queue
+	ORDER BY task_queue COLLATE "C" LIMIT $3
 ), names AS (
-	SELECT name FROM live
-	UNION SELECT name FROM task_queues WHERE namespace = $1
-	UNION SELECT name FROM w
+	SELECT name FROM (
+		SELECT name FROM live
+		UNION SELECT name FROM w
+		UNION (SELECT name FROM task_queues
+			WHERE namespace = $1 AND ($2 = '' OR name COLLATE "C" > $2) AND ($4 = '' OR name = $4)
+			ORDER BY name COLLATE "C" LIMIT $3)
+	) AS u
+	ORDER BY name COLLATE "C" LIMIT $3
 )
 SELECT names.name, COALESCE(live.pending, 0), COALESCE(live.available, 0), COALESCE(live.running, 0),
 	COALESCE(live.sleeping, 0), live.oldest_available_at, COALESCE(tq.paused, false), tq.max_concurrent,
@@ -39,16 +62,22 @@ FROM names
 LEFT JOIN live USING (name)
 LEFT JOIN w USING (name)
 LEFT JOIN task_queues tq ON tq.namespace = $1 AND tq.name = names.name
-WHERE $2 = '' OR names.name = $2
-ORDER BY names.name`
+ORDER BY names.name COLLATE "C"`
 
-// ListTaskQueues returns the queues of a namespace in use, by name.
-func (s *Store) ListTaskQueues(ctx context.Context, namespace string) ([]domain.TaskQueue, error) {
-	return s.taskQueues(ctx, namespace, "")
+// ListTaskQueues returns a page of the queues of a namespace in use, by
+// name, and the name after which the next page starts ("" on the last).
+func (s *Store) ListTaskQueues(ctx context.Context, namespace string, page domain.Page) ([]domain.TaskQueue, string, error) {
+	queues, err := s.taskQueues(ctx, namespace, page.After, page.Limit+1, "")
+	if err != nil {
+		return nil, "", err
+	}
+	return nextPage(queues, page.Limit, func(q domain.TaskQueue) string { return q.Name })
 }
 
-func (s *Store) taskQueues(ctx context.Context, namespace, only string) ([]domain.TaskQueue, error) {
-	rows, err := s.pool.Query(ctx, taskQueuesSQL, namespace, only)
+// taskQueues reads up to limit queues named after after, or only the one
+// named only when that is not empty.
+func (s *Store) taskQueues(ctx context.Context, namespace, after string, limit int, only string) ([]domain.TaskQueue, error) {
+	rows, err := s.pool.Query(ctx, taskQueuesSQL, namespace, after, limit, only)
 	if err != nil {
 		return nil, fmt.Errorf("list task queues: %w", translate(err))
 	}
@@ -97,7 +126,7 @@ func (s *Store) PatchTaskQueue(ctx context.Context, namespace, queue string, p d
 		p.MaxConcurrent.Value, set, removed); err != nil {
 		return domain.TaskQueue{}, fmt.Errorf("patch task queue %s: %w", queue, translate(err))
 	}
-	queues, err := s.taskQueues(ctx, namespace, queue)
+	queues, err := s.taskQueues(ctx, namespace, "", 1, queue)
 	if err != nil {
 		return domain.TaskQueue{}, err
 	}

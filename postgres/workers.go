@@ -130,26 +130,53 @@ func (s *Store) workerStateError(ctx context.Context, namespace, workerID string
 	return domain.Errorf(domain.CodeConflict, "worker %s is %s", workerID, status)
 }
 
+// workerHeartbeatSQL extends the leases the worker holds, of the runs
+// listed in $7 or, when $7 is NULL, of all of them. It locks those runs in
+// run_id order, the order every statement that writes many runs locks
+// them in, so that it cannot deadlock with a batch of completions. Every
+// listed run it does not extend is lost or, when cancelled, cancelled.
 const workerHeartbeatSQL = `
 WITH w AS (
 	UPDATE workers SET last_heartbeat_at = now(), active_count = $3,
-		total_completed = total_completed + $4, total_failed = total_failed + $5
+		-- The counters saturate rather than overflow.
+		total_completed = total_completed + LEAST($4, 9223372036854775807 - total_completed),
+		total_failed = total_failed + LEAST($5, 9223372036854775807 - total_failed)
 	WHERE namespace = $1 AND worker_id = $2 AND status <> 'offline'
 	RETURNING status
-), l AS (
-	UPDATE workflow_runs SET lease_expires_at = now() + $6 * interval '1 millisecond'
+), held AS (
+	SELECT run_id FROM workflow_runs
 	WHERE worker_id = $2 AND namespace = $1 AND status = 'running' AND lease_expires_at > now()
+		AND ($7::uuid[] IS NULL OR run_id = ANY ($7::uuid[]))
 		AND EXISTS (SELECT FROM w)
-	RETURNING lease_expires_at
+	ORDER BY run_id
+	FOR UPDATE
+), l AS (
+	UPDATE workflow_runs r SET lease_expires_at = now() + $6 * interval '1 millisecond'
+	FROM held WHERE r.run_id = held.run_id
+	RETURNING r.run_id, r.lease_expires_at
+), unextended AS (
+	SELECT DISTINCT id FROM unnest($7::uuid[]) AS u(id)
+	WHERE NOT EXISTS (SELECT FROM l WHERE l.run_id = u.id)
+), cancelled AS (
+	SELECT id FROM unextended
+	WHERE EXISTS (SELECT FROM workflow_runs r WHERE r.run_id = id AND r.namespace = $1 AND r.status = 'cancelled')
 )
-SELECT status, (SELECT max(lease_expires_at) FROM l) FROM w`
+SELECT status, (SELECT max(lease_expires_at) FROM l),
+	ARRAY(SELECT id::text FROM unextended WHERE id NOT IN (SELECT id FROM cancelled) ORDER BY id),
+	ARRAY(SELECT id::text FROM cancelled ORDER BY id)
+FROM w`
 
-// WorkerHeartbeat records a worker's heartbeat and extends the lease of
-// every run it holds.
+// WorkerHeartbeat records a worker's heartbeat and extends the leases of
+// the runs it lists that it holds (every run it holds when it lists none).
 func (s *Store) WorkerHeartbeat(ctx context.Context, namespace, workerID string, hb domain.WorkerHeartbeat) (domain.HeartbeatResult, error) {
 	var res domain.HeartbeatResult
+	var listed []string // NULL: every run the worker holds
+	if hb.RunIDs.Set {
+		listed = append([]string{}, hb.RunIDs.IDs...)
+	}
 	err := s.pool.QueryRow(ctx, workerHeartbeatSQL, namespace, workerID, hb.ActiveCount,
-		hb.CompletedDelta, hb.FailedDelta, s.leaseDuration.Milliseconds()).Scan(&res.Status, &res.LeaseExpiresAt)
+		hb.CompletedDelta, hb.FailedDelta, s.leaseDuration.Milliseconds(), listed).
+		Scan(&res.Status, &res.LeaseExpiresAt, &res.Lost, &res.Cancelled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = s.workerStateError(ctx, namespace, workerID)
 	}

@@ -171,6 +171,9 @@ func (s *Server) NewKey(t testing.TB, role domain.Role, namespaces ...string) st
 	return secret
 }
 
+// Log returns what the server logged so far.
+func (s *Server) Log() string { return s.logs.String() }
+
 // LogBuffer is a goroutine-safe buffer for a test server's log.
 type LogBuffer struct {
 	mu  sync.Mutex
