@@ -24,6 +24,7 @@ import (
 	"github.com/kagzi/kagzi/api"
 	"github.com/kagzi/kagzi/auth"
 	"github.com/kagzi/kagzi/domain"
+	"github.com/kagzi/kagzi/postgres/pgtest"
 )
 
 // newKey creates a key of role on namespaces (every namespace when none)
@@ -713,5 +714,42 @@ func TestRefusalsDoNotReadTheBody(t *testing.T) {
 	}
 	if n := e.countRuns(t); n != 0 {
 		t.Fatalf("%d runs, want 0", n)
+	}
+}
+
+// BenchmarkRequestAuth is what authentication adds to a request through
+// the router: the same request (refused by the handler before any query,
+// so that the database plays no part) with auth off, and with auth on and
+// a worker's key among 100 keys.
+func BenchmarkRequestAuth(b *testing.B) {
+	pool, _ := pgtest.NewPool(b)
+	for _, mode := range []auth.Mode{auth.ModeOff, auth.ModeRequired} {
+		b.Run(string(mode), func(b *testing.B) {
+			srv := kagzi.NewServer(kagzi.Config{Pool: pool, Auth: mode, Limits: defaultLimits(), Version: testVersion,
+				Logger: slog.New(slog.DiscardHandler)})
+			ctx := context.Background()
+			var secret string
+			for range 100 {
+				var err error
+				if _, secret, err = auth.Create(ctx, srv.Store, domain.NewAPIKey{Name: "k", Role: domain.RoleWorker, Namespaces: []string{"default"}}, time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := srv.Keys.Load(ctx); err != nil {
+				b.Fatal(err)
+			}
+			path := "/v1/namespaces/default/workflows/" + uuid.NewString() + "?unknown=1"
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodGet, path, nil)
+				r.Header.Set("Authorization", "Bearer "+secret)
+				w := httptest.NewRecorder()
+				srv.API.ServeHTTP(w, r)
+				if w.Code != http.StatusBadRequest {
+					b.Fatalf("status %d, want 400: %s", w.Code, w.Body)
+				}
+			}
+		})
 	}
 }
