@@ -597,6 +597,35 @@ func TestKeyChangesReachAnotherReplica(t *testing.T) {
 	t.Logf("the revoked key was refused on the second replica after %s", time.Since(revoked))
 }
 
+// TestFirstKeyLocksEveryReplica is the README's way from open to locked,
+// restarting nothing: under KAGZI_AUTH=auto a first key made straight in
+// the database (as `kagzi keys create` does) turns authentication on, on
+// every replica, within a second.
+func TestFirstKeyLocksEveryReplica(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	second := e.replica(t)
+	e.do(t, http.MethodGet, ns+"/workflows", nil).wantStatus(t, http.StatusOK)
+	if on, err := second.Keys.On(); on || err != nil {
+		t.Fatalf("second replica before any key: on %v, %v; want off", on, err)
+	}
+	if _, _, err := auth.Create(context.Background(), e.store, domain.NewAPIKey{Name: "ops", Role: domain.RoleAdmin,
+		Namespaces: []string{"*"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now()
+	waitFor(t, time.Second, "auth to be on on both replicas", func() bool {
+		on1, _ := e.keys.On()
+		on2, _ := second.Keys.On()
+		return on1 && on2
+	})
+	t.Logf("auth was on on both replicas %s after the first key", time.Since(created))
+	e.do(t, http.MethodGet, ns+"/workflows", nil).wantProblem(t, http.StatusUnauthorized, "unauthenticated", "")
+	if got := e.authState(t); got != "keys" {
+		t.Errorf("auth: %q, want keys", got)
+	}
+}
+
 // replica runs a second server on e's database until t ends. Its key
 // cache reloads only when notified: its backstop reload is an hour away.
 func (e *env) replica(t *testing.T) *kagzi.Server {
