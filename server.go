@@ -20,6 +20,7 @@ import (
 	"github.com/kagzi/kagzi/migrations"
 	"github.com/kagzi/kagzi/postgres"
 	"github.com/kagzi/kagzi/scheduler"
+	"github.com/kagzi/kagzi/ui"
 )
 
 // Config is what a Kagzi server is assembled from.
@@ -134,6 +135,8 @@ func NewServer(cfg Config) *Server {
 		Workers:    store,
 		TaskQueues: store,
 		Schedules:  store,
+		RunOps:     store,
+		UI:         ui.Handler(),
 		Claimer:    dist,
 		Watcher:    listener,
 		Ready:      readyCheck(store, listener, logger),

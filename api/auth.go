@@ -40,6 +40,9 @@ var (
 	queueAdmin = namespaced(domain.RoleAdmin)
 	// keysAdmin: managing keys, auth off or not.
 	keysAdmin = domain.Access{Always: true, Roles: []domain.Role{domain.RoleAdmin}}
+	// namespacesRead: GET /v1/namespaces, which shows a key the namespaces
+	// it covers.
+	namespacesRead = domain.Access{Filtered: true, Roles: []domain.Role{domain.RoleAdmin, domain.RoleClient, domain.RoleWorker, domain.RoleReader}}
 	// metricsRead: /metrics, which names every namespace and queue.
 	metricsRead = domain.Access{Roles: []domain.Role{domain.RoleAdmin, domain.RoleReader}}
 )
@@ -78,7 +81,8 @@ func AccessOf(h http.Handler) (domain.Access, bool) {
 // ServeHTTP decides 401 and 403 before the handler runs, so before the
 // body is read and before anything changes.
 func (g *guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := g.s.authorize(r, g.access); err != nil {
+	key, keyed, err := g.s.authorize(r, g.access)
+	if err != nil {
 		if r.ContentLength != 0 {
 			// Answer without reading the body: net/http would otherwise
 			// read what is left of it first, to keep the connection.
@@ -87,38 +91,58 @@ func (g *guarded) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.s.writeError(w, r, err)
 		return
 	}
+	if g.access.Filtered && keyed {
+		r = r.WithContext(context.WithValue(r.Context(), keyContext{}, &key))
+	}
 	g.next.ServeHTTP(w, r)
 }
 
-func (s *Server) authorize(r *http.Request, a domain.Access) error {
-	if a.Open {
+// keyContext holds the key of a request to a Filtered route.
+type keyContext struct{}
+
+// allowedNamespaces is the namespaces the key of a request to a Filtered
+// route covers; nil (all) when it covers every one or auth is off.
+func allowedNamespaces(r *http.Request) []string {
+	key, ok := r.Context().Value(keyContext{}).(*domain.APIKey)
+	if !ok || key.CoversAll() {
 		return nil
+	}
+	return key.Namespaces
+}
+
+// authorize returns the key of the request when the route needs one and
+// it may use the route (keyed false when the route needs none), or why not.
+func (s *Server) authorize(r *http.Request, a domain.Access) (key domain.APIKey, keyed bool, err error) {
+	if a.Open {
+		return key, false, nil
 	}
 	if s.Keys == nil {
 		if a.Always {
-			return domain.Errorf(domain.CodeUnavailable, "this server manages no API keys")
+			return key, false, domain.Errorf(domain.CodeUnavailable, "this server manages no API keys")
 		}
-		return nil
+		return key, false, nil
 	}
 	if !a.Always {
 		on, err := s.Keys.On()
 		if err != nil || !on {
-			return err
+			return key, false, err
 		}
 	}
 	header := r.Header.Get("Authorization")
 	if header == "" {
-		return domain.Errorf(domain.CodeUnauthenticated, "this route needs an API key: send the header Authorization: Bearer <key>")
+		return key, false, domain.Errorf(domain.CodeUnauthenticated, "this route needs an API key: send the header Authorization: Bearer <key>")
 	}
 	secret, ok := bearerSecret(header)
 	if !ok {
-		return domain.Errorf(domain.CodeUnauthenticated, "the Authorization header must be Bearer <key>")
+		return key, false, domain.Errorf(domain.CodeUnauthenticated, "the Authorization header must be Bearer <key>")
 	}
-	key, err := s.Keys.Check(secret)
-	if err != nil {
-		return err
+	if key, err = s.Keys.Check(secret); err != nil {
+		return key, false, err
 	}
-	return domain.Authorize(key, a, chi.URLParam(r, "namespace"))
+	if err := domain.Authorize(key, a, chi.URLParam(r, "namespace")); err != nil {
+		return key, false, err
+	}
+	return key, true, nil
 }
 
 // bearerSecret returns the key an Authorization header value names:

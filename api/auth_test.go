@@ -85,11 +85,13 @@ var (
 // that may call each route (nil: open, no key needed). It is written by
 // hand, apart from the server's own declarations, which it checks.
 var roleTable = map[string][]domain.Role{
-	"GET /healthz":      nil,
-	"GET /readyz":       nil,
-	"GET /openapi.yaml": nil,
-	"GET /v1/info":      nil,
-	"GET /metrics":      adminReader,
+	"GET /healthz":       nil,
+	"GET /readyz":        nil,
+	"GET /openapi.yaml":  nil,
+	"GET /v1/info":       nil,
+	"GET /ui":            nil,     // the dashboard's files; its data comes through the API
+	"GET /v1/namespaces": anyRole, // each key sees the namespaces it covers
+	"GET /metrics":       adminReader,
 
 	"POST /v1/api-keys":            adminOnly,
 	"GET /v1/api-keys":             adminOnly,
@@ -102,6 +104,10 @@ var roleTable = map[string][]domain.Role{
 	"GET " + nsRoute + "/workflows/{run_id}":                        anyRole,
 	"POST " + nsRoute + "/workflows/{run_id}/cancel":                adminClient,
 	"GET " + nsRoute + "/workflows/{run_id}/steps":                  anyRole,
+	"POST " + nsRoute + "/workflows/{run_id}/retry":                 adminClient,
+	"GET " + nsRoute + "/stats":                                     clientReaders,
+	"GET " + nsRoute + "/workflow-types":                            clientReaders,
+	"POST " + nsRoute + "/schedules/{schedule_id}/trigger":          adminClient,
 	"POST " + nsRoute + "/workflows/{run_id}/heartbeat":             adminWorker,
 	"POST " + nsRoute + "/workflows/{run_id}/sleep":                 adminWorker,
 	"POST " + nsRoute + "/workflows/{run_id}/complete":              adminWorker,
@@ -132,6 +138,22 @@ type route struct {
 	method, pattern string
 	access          domain.Access
 	declared        bool
+}
+
+// isUI reports whether a route serves the dashboard's files, which are
+// open and outside openapi.yaml (every method of /ui/*).
+func isUI(pattern string) bool { return pattern == "/ui" || strings.HasPrefix(pattern, "/ui/") }
+
+// apiRoutes are the routes of the API, the dashboard's files left out.
+func apiRoutes(t *testing.T) []route {
+	t.Helper()
+	var out []route
+	for _, r := range routes(t) {
+		if !isUI(r.pattern) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // routes walks the router of a server as kagzi.NewServer assembles it.
@@ -172,6 +194,9 @@ func TestEveryRouteDeclaresAccess(t *testing.T) {
 			t.Errorf("%s declares no access: route it through guard or handle with the roles it needs", name)
 			continue
 		}
+		if strings.HasPrefix(r.pattern, "/ui/") {
+			name = "GET /ui" // every method of the dashboard's files
+		}
 		want, ok := roleTable[name]
 		if !ok {
 			t.Errorf("%s is not in roleTable: add the roles API.md gives it", name)
@@ -188,6 +213,12 @@ func TestEveryRouteDeclaresAccess(t *testing.T) {
 		}
 		if got, want := r.access.Always, strings.HasPrefix(r.pattern, "/v1/api-keys"); got != want {
 			t.Errorf("%s: needs a key with auth off: %v, want %v", name, got, want)
+		}
+		if got, want := r.access.Filtered, r.pattern == "/v1/namespaces"; got != want {
+			t.Errorf("%s: filtered by the key's namespaces: %v, want %v", name, got, want)
+		}
+		if isUI(r.pattern) {
+			continue
 		}
 		op := s.doc.Paths.Find(r.pattern).GetOperation(r.method)
 		if op == nil {
@@ -242,7 +273,7 @@ func TestRoleTable(t *testing.T) {
 	for _, role := range domain.Roles {
 		keys[role] = e.newKey(t, role)
 	}
-	for _, r := range routes(t) {
+	for _, r := range apiRoutes(t) {
 		name := r.method + " " + r.pattern
 		allowed := roleTable[name]
 		path := concrete(r.pattern, "default")
@@ -284,8 +315,8 @@ func TestNamespaceScoping(t *testing.T) {
 	clientA := e.newKey(t, domain.RoleClient, "a")
 	readerA := e.newKey(t, domain.RoleReader, "a")
 	all := e.newKey(t, domain.RoleClient)
-	for _, r := range routes(t) {
-		if r.access.Open {
+	for _, r := range apiRoutes(t) {
+		if r.access.Open || r.access.Filtered {
 			continue
 		}
 		name := r.method + " " + r.pattern
@@ -312,6 +343,29 @@ func TestNamespaceScoping(t *testing.T) {
 	e.do(t, http.MethodGet, "/v1/namespaces/a/workflows", nil, withKey(readerA)).wantStatus(t, http.StatusOK).decode(t, &page)
 	if len(page.Workflows) != 1 || page.Workflows[0].Namespace != "a" {
 		t.Errorf("list of a with a key on a: %+v, want the one run of a", page.Workflows)
+	}
+	// The namespace list shows a key the namespaces it covers.
+	var nss struct {
+		Namespaces []struct {
+			Name string `json:"name"`
+		} `json:"namespaces"`
+	}
+	names := func(key string) []string {
+		e.do(t, http.MethodGet, "/v1/namespaces", nil, withKey(key)).wantStatus(t, http.StatusOK).decode(t, &nss)
+		var out []string
+		for _, n := range nss.Namespaces {
+			out = append(out, n.Name)
+		}
+		return out
+	}
+	if got := names(readerA); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("namespaces for a key on a: %v, want [a]", got)
+	}
+	if got := names(adminA); !slices.Equal(got, []string{"a", "c"}) {
+		t.Errorf("namespaces for a key on a and c: %v, want [a c]", got)
+	}
+	if got := names(all); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("namespaces for a key on every namespace: %v, want [a b c]", got)
 	}
 	// /metrics names every namespace: a key on some of them may not read it.
 	e.do(t, http.MethodGet, "/metrics", nil, withKey(adminA)).wantProblem(t, http.StatusForbidden, "permission_denied", "")

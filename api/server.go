@@ -73,6 +73,14 @@ type Config struct {
 	Metrics    http.Handler
 	RunMetrics *Metrics
 	OpenAPI    []byte
+
+	// RunOps serves the run operations for people and dashboards.
+	RunOps RunOpsStore
+	// AllowedNamespaces, when set, limits GET /v1/namespaces per caller.
+	AllowedNamespaces AllowedNamespaces
+	// UI, when set, serves the dashboard's files under /ui/, open: its
+	// data comes through the API, with the user's key.
+	UI http.Handler
 }
 
 // Server serves the Kagzi HTTP API.
@@ -123,6 +131,9 @@ func (s *Server) allowed(path string) []string {
 // New returns the server for cfg.
 func New(cfg Config) *Server {
 	s := &Server{Config: cfg, logger: cfg.Logger.With("component", "api"), metrics: cfg.RunMetrics}
+	if s.AllowedNamespaces == nil {
+		s.AllowedNamespaces = allowedNamespaces
+	}
 	s.router = s.routes()
 	s.routeMethods = routeMethods(s.router)
 	return s
@@ -158,11 +169,16 @@ func (s *Server) routes() chi.Router {
 	r.Method(http.MethodGet, "/healthz", s.guard(open, http.HandlerFunc(s.healthz)))
 	r.Method(http.MethodGet, "/readyz", s.guard(open, http.HandlerFunc(s.readyz)))
 	r.Method(http.MethodGet, "/openapi.yaml", s.guard(open, http.HandlerFunc(s.openapi)))
+	if s.UI != nil {
+		r.Method(http.MethodGet, "/ui", s.guard(open, http.RedirectHandler("/ui/", http.StatusMovedPermanently)))
+		r.Handle("/ui/*", s.guard(open, s.UI))
+	}
 	if s.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", s.guard(metricsRead, s.Metrics))
 	}
 	r.Route("/v1", func(r chi.Router) {
 		r.Method(http.MethodGet, "/info", s.guard(open, http.HandlerFunc(s.info)))
+		r.Method(http.MethodGet, "/namespaces", s.handle(namespacesRead, s.listNamespaces))
 		r.Route("/api-keys", func(r chi.Router) {
 			r.Method(http.MethodPost, "/", s.handle(keysAdmin, s.createAPIKey))
 			r.Method(http.MethodGet, "/", s.handle(keysAdmin, s.listAPIKeys))
@@ -179,6 +195,7 @@ func (s *Server) routes() chi.Router {
 					r.Use(s.validUUIDParam("run_id"))
 					r.Method(http.MethodGet, "/", s.handle(runsRead, s.getWorkflow))
 					r.Method(http.MethodPost, "/cancel", s.handle(clientWrite, s.cancelWorkflow))
+					r.Method(http.MethodPost, "/retry", s.handle(clientWrite, s.retryWorkflow))
 					r.Method(http.MethodGet, "/steps", s.handle(runsRead, s.listSteps))
 					// A worker's calls on the run it claimed.
 					r.Method(http.MethodPost, "/heartbeat", s.handle(work, s.heartbeatRun))
@@ -190,6 +207,8 @@ func (s *Server) routes() chi.Router {
 					r.Method(http.MethodPost, "/steps/{step}/fail", s.handle(work, s.failStep))
 				})
 			})
+			r.Method(http.MethodGet, "/stats", s.handle(nsRead, s.stats))
+			r.Method(http.MethodGet, "/workflow-types", s.handle(nsRead, s.listWorkflowTypes))
 			r.Method(http.MethodGet, "/task-queues", s.handle(nsRead, s.listTaskQueues))
 			r.Method(http.MethodPatch, "/task-queues/{queue}", s.handle(queueAdmin, s.patchTaskQueue))
 			// Long polls: kept out of any timeout middleware.
@@ -213,6 +232,7 @@ func (s *Server) routes() chi.Router {
 					r.Method(http.MethodGet, "/", s.handle(nsRead, s.getSchedule))
 					r.Method(http.MethodPatch, "/", s.handle(clientWrite, s.updateSchedule))
 					r.Method(http.MethodDelete, "/", s.handle(clientWrite, s.deleteSchedule))
+					r.Method(http.MethodPost, "/trigger", s.handle(clientWrite, s.triggerSchedule))
 				})
 			})
 		})

@@ -146,7 +146,7 @@ type listRunsResponse struct {
 }
 
 func (s *Server) listWorkflows(w http.ResponseWriter, r *http.Request) error {
-	q, err := newQuery(r, "limit", "cursor", "status", "task_queue", "workflow_type", "external_id")
+	q, err := newQuery(r, "limit", "cursor", "status", "task_queue", "workflow_type", "external_id", "schedule_id")
 	if err != nil {
 		return err
 	}
@@ -155,6 +155,7 @@ func (s *Server) listWorkflows(w http.ResponseWriter, r *http.Request) error {
 		TaskQueue:    q.get("task_queue"),
 		WorkflowType: q.get("workflow_type"),
 		ExternalID:   q.get("external_id"),
+		ScheduleID:   q.get("schedule_id"),
 	}
 	if f.Page, err = q.page(); err != nil {
 		return err
@@ -170,6 +171,11 @@ func (s *Server) listWorkflows(w http.ResponseWriter, r *http.Request) error {
 	}
 	if f.TaskQueue != "" {
 		if err := domain.ValidateIdent("task_queue", f.TaskQueue); err != nil {
+			return err
+		}
+	}
+	if f.ScheduleID != "" {
+		if err := domain.ValidateUUID("schedule_id", f.ScheduleID); err != nil {
 			return err
 		}
 	}

@@ -26,7 +26,7 @@ import (
 // testHeartbeat is the heartbeat interval of the test servers: short, so
 // that what the worker learns from heartbeats (a cancelled run, a drain)
 // it learns quickly.
-const testHeartbeat = 200 * time.Millisecond
+const testHeartbeat = 400 * time.Millisecond
 
 // env is one test's view of a shared server: a namespace of its own, and
 // a client in it whose requests are recorded.

@@ -52,8 +52,10 @@ func TestWorker(t *testing.T) {
 }
 
 // testLease is the lease of TestWorker's server: short, so that a worker
-// that did not heartbeat would lose its runs within the test.
-const testLease = 2 * time.Second
+// that did not heartbeat would lose its runs within the test, and ten
+// heartbeat intervals long, so that a loaded machine (-race, every
+// package at once) does not lose a healthy worker's runs.
+const testLease = 4 * time.Second
 
 // A multi-step workflow completes; every step function runs exactly once
 // to completion although the workflow is replayed after a step retry and
@@ -151,7 +153,8 @@ func testSleep(t *testing.T, e *env) {
 		})
 	})
 	mark := e.rec.mark()
-	id := e.start(t, client.StartRequest{WorkflowType: "nap", Input: time.Second})
+	// Long enough that a loaded machine reads the run before it wakes.
+	id := e.start(t, client.StartRequest{WorkflowType: "nap", Input: 3 * time.Second})
 	e.rec.waitFor(t, mark, 10*time.Second, "the sleep", func(c call) bool {
 		return !c.started && c.status == http.StatusOK && strings.HasSuffix(c.path, id+"/sleep")
 	})

@@ -128,12 +128,14 @@ func (n NewAPIKey) Validate(now time.Time) (*time.Time, error) {
 
 // Access is what a route needs of the key a request names: one of Roles,
 // and the namespace of its path (Namespaced) or, for a route that is in no
-// namespace, every namespace. Open routes need no key; routes that Always
-// need a key need it even while authentication is off.
+// namespace, every namespace, unless the route answers only about the
+// namespaces the key covers (Filtered). Open routes need no key; routes
+// that Always need a key need it even while authentication is off.
 type Access struct {
 	Open       bool
 	Always     bool
 	Namespaced bool
+	Filtered   bool
 	Roles      []Role
 }
 
@@ -151,6 +153,9 @@ func Authorize(key APIKey, a Access, namespace string) error {
 		}
 		return Errorf(CodePermissionDenied, "this route needs a key with the role %s; the key's role is %s",
 			strings.Join(names, " or "), key.Role)
+	}
+	if a.Filtered {
+		return nil
 	}
 	if a.Namespaced {
 		if !key.Covers(namespace) {

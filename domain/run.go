@@ -56,6 +56,7 @@ type Run struct {
 	WorkerID       *string         `json:"worker_id"`
 	LeaseExpiresAt *time.Time      `json:"lease_expires_at"`
 	AvailableAt    time.Time       `json:"available_at"`
+	ScheduleID     *string         `json:"schedule_id"`
 	CreatedAt      time.Time       `json:"created_at"`
 	StartedAt      *time.Time      `json:"started_at"`
 	FinishedAt     *time.Time      `json:"finished_at"`
@@ -195,6 +196,7 @@ type RunFilter struct {
 	TaskQueue    string
 	WorkflowType string
 	ExternalID   string
+	ScheduleID   string
 	Page         Page
 }
 

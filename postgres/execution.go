@@ -105,6 +105,8 @@ func (s *Store) HeartbeatRun(ctx context.Context, namespace, runID, leaseID stri
 const latestStepSQL = `
 SELECT ` + stepColumns + `, retry_policy, run_attempt,
 	(SELECT count(*) FROM workflow_steps c WHERE c.run_id = $1 AND c.name = $2
+		-- only attempts since the run's last manual retry count
+		AND (c.run_attempt IS NULL OR c.run_attempt > (SELECT attempt_base FROM workflow_runs WHERE run_id = $1))
 		AND (c.status <> 'failed' OR c.error->>'type' IS NULL
 			OR c.error->>'type' NOT IN ('` + releasedType + `', '` + runEndedType + `')))
 FROM workflow_steps
@@ -596,7 +598,11 @@ func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e
 		if err != nil {
 			return err
 		}
-		retry, delay := policy.Decide(attempt, e)
+		var base int // the policy bounds the attempts since the last manual retry
+		if err := tx.QueryRow(ctx, attemptBaseSQL, runID).Scan(&base); err != nil {
+			return err
+		}
+		retry, delay := policy.Decide(attempt-base, e)
 		err = scanRun(tx.QueryRow(ctx, endAttemptSQL, runID, retry, delay.Milliseconds(), e),
 			&run, &run.Input, &run.Output, nil)
 		if err != nil {
@@ -613,8 +619,11 @@ func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e
 	return run, err
 }
 
+const attemptBaseSQL = `SELECT attempt_base FROM workflow_runs WHERE run_id = $1`
+
+// expiredLeasesSQL counts each run's attempts since its last manual retry.
 const expiredLeasesSQL = `
-SELECT run_id, attempt, retry_policy FROM workflow_runs
+SELECT run_id, attempt - attempt_base, retry_policy FROM workflow_runs
 WHERE status = 'running' AND lease_expires_at <= now()
 ORDER BY lease_expires_at
 LIMIT $1

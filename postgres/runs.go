@@ -16,7 +16,7 @@ import (
 // scanRun reads them.
 const runColumns = `run_id, namespace, task_queue, workflow_type, external_id, version, status,
 	error, attempt, retry_policy, worker_id, lease_expires_at, available_at, created_at,
-	started_at, finished_at`
+	started_at, finished_at, schedule_id`
 
 // runColumnsWithPayload adds input and output.
 const runColumnsWithPayload = runColumns + `, input, output`
@@ -24,7 +24,7 @@ const runColumnsWithPayload = runColumns + `, input, output`
 func runDest(r *domain.Run) []any {
 	return []any{&r.RunID, &r.Namespace, &r.TaskQueue, &r.WorkflowType, &r.ExternalID, &r.Version,
 		&r.Status, &r.Error, &r.Attempt, &r.RetryPolicy, &r.WorkerID, &r.LeaseExpiresAt,
-		&r.AvailableAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt}
+		&r.AvailableAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.ScheduleID}
 }
 
 func normalizeRun(r *domain.Run) {
@@ -269,6 +269,9 @@ func listRunsQuery(f domain.RunFilter) (string, []any) {
 	}
 	if f.ExternalID != "" {
 		q.add("external_id = ?", f.ExternalID)
+	}
+	if f.ScheduleID != "" {
+		q.add("schedule_id = ?", f.ScheduleID)
 	}
 	return q.sql(runColumns, "workflow_runs", "run_id", f.Page.After, f.Page.Limit)
 }

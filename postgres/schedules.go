@@ -219,9 +219,9 @@ FOR UPDATE SKIP LOCKED`
 const fireScheduleSQL = `
 WITH ins AS (
 	INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, external_id, version,
-		status, input, retry_policy, available_at)
+		status, input, retry_policy, available_at, schedule_id)
 	SELECT f.run_id, s.namespace, s.task_queue, s.workflow_type, f.external_id, s.version, 'pending',
-		s.input, COALESCE(s.retry_policy, $6::jsonb), now()
+		s.input, COALESCE(s.retry_policy, $6::jsonb), now(), s.schedule_id
 	FROM schedules s
 	CROSS JOIN unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS f(run_id, external_id, ord)
 	WHERE s.schedule_id = $1

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -134,7 +135,8 @@ func (s *Store) workerStateError(ctx context.Context, namespace, workerID string
 // listed in $7 or, when $7 is NULL, of all of them. It locks those runs in
 // run_id order, the order every statement that writes many runs locks
 // them in, so that it cannot deadlock with a batch of completions. Every
-// listed run it does not extend is lost or, when cancelled, cancelled.
+// listed run it does not extend is returned, for cancelledRunsSQL to sort
+// into lost and cancelled.
 const workerHeartbeatSQL = `
 WITH w AS (
 	UPDATE workers SET last_heartbeat_at = now(), active_count = $3,
@@ -154,17 +156,21 @@ WITH w AS (
 	UPDATE workflow_runs r SET lease_expires_at = now() + $6 * interval '1 millisecond'
 	FROM held WHERE r.run_id = held.run_id
 	RETURNING r.run_id, r.lease_expires_at
-), unextended AS (
-	SELECT DISTINCT id FROM unnest($7::uuid[]) AS u(id)
-	WHERE NOT EXISTS (SELECT FROM l WHERE l.run_id = u.id)
-), cancelled AS (
-	SELECT id FROM unextended
-	WHERE EXISTS (SELECT FROM workflow_runs r WHERE r.run_id = id AND r.namespace = $1 AND r.status = 'cancelled')
 )
 SELECT status, (SELECT max(lease_expires_at) FROM l),
-	ARRAY(SELECT id::text FROM unextended WHERE id NOT IN (SELECT id FROM cancelled) ORDER BY id),
-	ARRAY(SELECT id::text FROM cancelled ORDER BY id)
+	ARRAY(SELECT DISTINCT id::text FROM unnest($7::uuid[]) AS u(id)
+		WHERE NOT EXISTS (SELECT FROM l WHERE l.run_id = u.id) ORDER BY 1)
 FROM w`
+
+// cancelledRunsSQL picks the cancelled runs out of those a heartbeat did
+// not extend. It is a statement of its own, after the heartbeat: a cancel
+// that commits while the heartbeat waits for a run's lock makes the
+// heartbeat skip the run, but the heartbeat's own snapshot still shows it
+// running.
+const cancelledRunsSQL = `
+SELECT run_id::text FROM workflow_runs
+WHERE run_id = ANY ($2::uuid[]) AND namespace = $1 AND status = 'cancelled'
+ORDER BY run_id`
 
 // WorkerHeartbeat records a worker's heartbeat and extends the leases of
 // the runs it lists that it holds (every run it holds when it lists none).
@@ -176,9 +182,12 @@ func (s *Store) WorkerHeartbeat(ctx context.Context, namespace, workerID string,
 	}
 	err := s.pool.QueryRow(ctx, workerHeartbeatSQL, namespace, workerID, hb.ActiveCount,
 		hb.CompletedDelta, hb.FailedDelta, s.leaseDuration.Milliseconds(), listed).
-		Scan(&res.Status, &res.LeaseExpiresAt, &res.Lost, &res.Cancelled)
+		Scan(&res.Status, &res.LeaseExpiresAt, &res.Lost)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = s.workerStateError(ctx, namespace, workerID)
+	}
+	if err == nil {
+		res.Lost, res.Cancelled, err = s.sortUnextended(ctx, namespace, res.Lost)
 	}
 	if err != nil {
 		return res, fmt.Errorf("worker heartbeat %s: %w", workerID, translate(err))
@@ -186,6 +195,30 @@ func (s *Store) WorkerHeartbeat(ctx context.Context, namespace, workerID string,
 	res.ShouldDrain = res.Status == domain.WorkerDraining
 	res.LeaseExpiresAt = utcp(res.LeaseExpiresAt)
 	return res, nil
+}
+
+// sortUnextended splits the runs a heartbeat did not extend into those
+// cancelled and those lost; it costs a query only when there are any.
+func (s *Store) sortUnextended(ctx context.Context, namespace string, unextended []string) (lost, cancelled []string, err error) {
+	lost, cancelled = []string{}, []string{}
+	if len(unextended) == 0 {
+		return lost, cancelled, nil
+	}
+	rows, err := s.pool.Query(ctx, cancelledRunsSQL, namespace, unextended)
+	if err != nil {
+		return nil, nil, err
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, nil, err
+	}
+	cancelled = append(cancelled, found...)
+	for _, id := range unextended {
+		if !slices.Contains(cancelled, id) {
+			lost = append(lost, id)
+		}
+	}
+	return lost, cancelled, nil
 }
 
 const drainWorkerSQL = `
