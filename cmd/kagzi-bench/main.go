@@ -174,6 +174,9 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 			return rep, err
 		}
 		defer conn.Close(context.Background())
+		if err := checkDatabase(ctx, c, conn, o); err != nil {
+			return rep, err
+		}
 		if xacts0, err = xactCommits(ctx, conn); err != nil {
 			return rep, err
 		}
@@ -348,17 +351,39 @@ func xactCommits(ctx context.Context, conn *pgx.Conn) (int64, error) {
 	return n, err
 }
 
+// checkDatabase makes sure, before any load, that -db is the server's
+// database: it starts a probe run through the API and looks for it there.
+func checkDatabase(ctx context.Context, c *client.Client, conn *pgx.Conn, o options) error {
+	res, err := c.Start(ctx, client.StartRequest{WorkflowType: "kagzi-bench-probe", TaskQueue: o.queue + "-probe"})
+	if err != nil {
+		return fmt.Errorf("start a probe run: %w", err)
+	}
+	defer func() { _, _ = c.Cancel(context.WithoutCancel(ctx), res.Run.RunID) }()
+	var found bool
+	err = conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM workflow_runs WHERE run_id = $1)`, res.Run.RunID).Scan(&found)
+	if err == nil && !found {
+		err = errors.New("the probe run the server just started is not in it")
+	}
+	if err != nil {
+		return fmt.Errorf("-db is not the database of the server at %s (%v): pass the server's KAGZI_DATABASE_URL as -db, or leave -db out", o.url, err)
+	}
+	return nil
+}
+
 // endToEnd reads the runs' completion latency from the database: from the
-// start request (in the input) to finished_at.
+// start request (in the input) to finished_at; zeros when no run completed.
 func endToEnd(ctx context.Context, conn *pgx.Conn, o options) (Pct, error) {
-	var p Pct
+	var p50, p90, p99 *float64 // NULL when no run completed
 	err := conn.QueryRow(ctx, `
 		SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.9) WITHIN GROUP (ORDER BY ms),
 			percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
 		FROM (SELECT EXTRACT(EPOCH FROM finished_at) * 1000 - (input->>'started_ns')::numeric / 1e6 AS ms
 			FROM workflow_runs WHERE namespace = $1 AND task_queue = $2 AND status = 'completed') r`,
-		o.namespace, o.queue).Scan(&p.P50, &p.P90, &p.P99)
-	return p, err
+		o.namespace, o.queue).Scan(&p50, &p90, &p99)
+	if err != nil || p50 == nil || p90 == nil || p99 == nil {
+		return Pct{}, err
+	}
+	return Pct{P50: *p50, P90: *p90, P99: *p99}, nil
 }
 
 // bar draws a progress bar on one line of stderr.

@@ -197,6 +197,7 @@ kagzi — a durable workflow engine on PostgreSQL
 
 Usage:
   kagzi [serve]              serve the HTTP API (the default)
+  kagzi dev [--fresh]        serve with a database found or started for you (see README)
   kagzi migrate up           apply every pending migration
   kagzi migrate down N       roll back N migrations
   kagzi migrate version      print the schema version
@@ -212,4 +213,5 @@ Configuration is read from the environment only:
 
 `, "\n"))
 	printEnvHelp(w)
+	fmt.Fprint(w, clientCommands)
 }

@@ -18,7 +18,7 @@ var version = "dev"
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "kagzi:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -28,13 +28,19 @@ func run(args []string) error {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
+	case "runs", "queues", "workers", "schedules":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return clientCommand(ctx, cmd, args, os.Stdout, os.Getenv)
+	case "dev":
+		return devCommand(args)
 	case "help", "-h", "--help":
 		usage(os.Stdout)
 		return nil
 	case "serve", "migrate", "keys":
 	default:
 		usage(os.Stderr)
-		return fmt.Errorf("unknown command %q", cmd)
+		return usagef("unknown command %q", cmd)
 	}
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 		usage(os.Stdout)
