@@ -425,18 +425,8 @@ func (c *memberChecker) object(t reflect.Type, field string) error {
 		if err := c.value(elem, child); err != nil {
 			return err
 		}
-		c.ws()
-		if c.i >= len(c.b) {
-			return errSyntax
-		}
-		switch c.b[c.i] {
-		case ',':
-			c.i++
-		case '}':
-			c.i++
-			return nil
-		default:
-			return errSyntax
+		if closed, err := c.separator('}'); closed || err != nil {
+			return err
 		}
 	}
 }
@@ -453,20 +443,28 @@ func (c *memberChecker) array(t reflect.Type, field string) error {
 		if err := c.value(t.Elem(), fmt.Sprintf("%s[%d]", field, n)); err != nil {
 			return err
 		}
-		c.ws()
-		if c.i >= len(c.b) {
-			return errSyntax
-		}
-		switch c.b[c.i] {
-		case ',':
-			c.i++
-		case ']':
-			c.i++
-			return nil
-		default:
-			return errSyntax
+		if closed, err := c.separator(']'); closed || err != nil {
+			return err
 		}
 	}
+}
+
+// separator consumes the comma between two items, or closing, which ends
+// the object or array; it reports whether it was closing.
+func (c *memberChecker) separator(closing byte) (closed bool, err error) {
+	c.ws()
+	if c.i >= len(c.b) {
+		return false, errSyntax
+	}
+	switch c.b[c.i] {
+	case ',':
+		c.i++
+		return false, nil
+	case closing:
+		c.i++
+		return true, nil
+	}
+	return false, errSyntax
 }
 
 // isJSONNumber reports whether b is a number as JSON spells it.
