@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kagzi/kagzi/api"
+	"github.com/kagzi/kagzi/auth"
 	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/maintenance"
 	"github.com/kagzi/kagzi/migrations"
@@ -55,6 +57,11 @@ type Config struct {
 	Logger      *slog.Logger
 	// Registry receives every metric; New makes one when nil.
 	Registry *prometheus.Registry
+	// Auth is the authentication mode (KAGZI_AUTH); "" is auth.ModeAuto.
+	Auth auth.Mode
+	// SeparateMetrics leaves /metrics off the API: MetricsHandler serves
+	// it elsewhere (KAGZI_METRICS_ADDR).
+	SeparateMetrics bool
 }
 
 // Server is one Kagzi replica, assembled: the HTTP API over the store, the
@@ -66,7 +73,9 @@ type Server struct {
 	Distributor *distributor.Distributor
 	Maintainer  *maintenance.Maintainer
 	Scheduler   *scheduler.Scheduler
+	Keys        *auth.Keyring
 	Registry    *prometheus.Registry
+	metrics     http.Handler
 	cfg         Config
 }
 
@@ -90,10 +99,23 @@ func NewServer(cfg Config) *Server {
 	opts := cfg.Distributor
 	opts.Metrics = distributor.NewMetrics(reg)
 	dist := distributor.New(store, logger, opts)
+	if cfg.Auth == "" {
+		cfg.Auth = auth.ModeAuto
+	}
+	keys := auth.NewKeyring(store, cfg.Auth, logger)
 	listener := postgres.NewListener(cfg.DatabaseURL, logger, reg)
 	listener.OnQueue = dist.Notify
 	listener.OnFinished = dist.Finished
-	listener.OnReconnect = dist.NotifyAll
+	listener.OnKeys = keys.Refresh
+	listener.OnReconnect = func() {
+		dist.NotifyAll()
+		keys.Refresh() // a key may have been revoked while the connection was down
+	}
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	apiMetrics := metrics
+	if cfg.SeparateMetrics {
+		apiMetrics = nil // not routed on the API
+	}
 	maintainer := maintenance.New(store, logger, maintenance.Options{
 		Interval:          cfg.MaintainerInterval,
 		LeaseDuration:     cfg.Limits.LeaseDuration,
@@ -118,19 +140,33 @@ func NewServer(cfg Config) *Server {
 		Claimer:    dist,
 		Watcher:    listener,
 		Ready:      readyCheck(store, listener, logger),
-		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Keys:       keys,
+		Metrics:    apiMetrics,
 		RunMetrics: api.NewMetrics(reg),
 		OpenAPI:    OpenAPI,
 	})
 	return &Server{API: srv, Store: store, Listener: listener, Distributor: dist,
-		Maintainer: maintainer, Scheduler: sched, Registry: reg, cfg: cfg}
+		Maintainer: maintainer, Scheduler: sched, Keys: keys, Registry: reg, metrics: metrics, cfg: cfg}
 }
 
-// Run runs the LISTEN connection, the distributor, the maintainer and the
-// scheduler until ctx ends. When it ends, parked claims are answered at once; serve HTTP
+// MetricsHandler serves the metrics in the Prometheus text format, with no
+// key: for KAGZI_METRICS_ADDR, an address of their own.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics }
+
+// Run runs the LISTEN connection, the distributor, the maintainer, the
+// scheduler and the key cache until ctx ends. When it ends, parked claims are answered at once; serve HTTP
 // until Run has returned so that those answers reach their clients.
+// The keys are loaded before the LISTEN connection starts, so that a
+// replica whose listener is ready knows its keys (until then, routes that
+// need them answer 503); a failed first load is retried by the key cache.
 func (s *Server) Run(ctx context.Context) error {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := s.Keys.Load(lctx); err != nil && ctx.Err() == nil {
+		s.cfg.Logger.Warn("load API keys; retrying", "error", err)
+	}
+	cancel()
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Keys.Run(ctx) })
 	g.Go(func() error { return s.Listener.Run(ctx) })
 	g.Go(func() error { return s.Distributor.Run(ctx) })
 	if !s.cfg.NoMaintainer {

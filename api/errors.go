@@ -84,6 +84,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.logger.LogAttrs(r.Context(), slog.LevelError, "request failed",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 	}
+	if p.Code == domain.CodeUnauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="kagzi"`)
+	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	writeBody(w, p.Status, p)
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/kagzi/kagzi"
 	"github.com/kagzi/kagzi/api"
+	"github.com/kagzi/kagzi/auth"
 	"github.com/kagzi/kagzi/distributor"
 	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/internal/testserver"
@@ -74,6 +75,10 @@ type envConfig struct {
 	// schedulerInterval is how often the scheduler looks for due schedules;
 	// 0 runs it never.
 	schedulerInterval time.Duration
+	// auth is the authentication mode (KAGZI_AUTH); "" is auto.
+	auth auth.Mode
+	// separateMetrics leaves /metrics off the API (KAGZI_METRICS_ADDR).
+	separateMetrics bool
 }
 
 // envOption changes how newEnv builds the environment.
@@ -120,6 +125,11 @@ func withUnreachableDatabase() envOption {
 	}
 }
 
+// withAuth runs the server in the authentication mode m.
+func withAuth(m auth.Mode) envOption {
+	return func(c *envConfig) { c.auth = m }
+}
+
 // withoutMaintainer stops the background maintainer from running on its
 // own: the test calls e.maintainer.Tick when it wants a pass.
 func withoutMaintainer() envOption {
@@ -146,6 +156,8 @@ type env struct {
 	maintainer  *maintenance.Maintainer
 	scheduler   *scheduler.Scheduler
 	registry    *prometheus.Registry
+	keys        *auth.Keyring
+	server      *kagzi.Server
 	api         *api.Server
 	srv         *httptest.Server
 	client      *http.Client
@@ -192,6 +204,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		NoScheduler:        cfg.schedulerInterval <= 0,
 		Version:            testVersion,
 		Logger:             logger,
+		Auth:               cfg.auth,
+		SeparateMetrics:    cfg.separateMetrics,
 	}
 	srvCfg.Limits.HeartbeatInterval = cfg.maintainer.HeartbeatInterval
 	server := kagzi.NewServer(srvCfg)
@@ -243,6 +257,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		maintainer:  server.Maintainer,
 		scheduler:   server.Scheduler,
 		registry:    server.Registry,
+		keys:        server.Keys,
+		server:      server,
 		api:         srv,
 		srv:         hs,
 		client:      hs.Client(),

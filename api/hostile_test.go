@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/kagzi/kagzi/api"
+	"github.com/kagzi/kagzi/domain"
 )
 
 // The hostile-input suite: every class of bad input, to every route that
@@ -56,7 +57,7 @@ type bodyRoute struct {
 // fixtures are the things the paths name, so that the bad input is the
 // only thing wrong with a request.
 type fixtures struct {
-	runID, leaseID, workerID, scheduleID string
+	runID, leaseID, workerID, scheduleID, keyID string
 }
 
 const hostileQueue = "hostile"
@@ -177,6 +178,13 @@ var bodyRoutes = map[string]bodyRoute{
 		slots: []slot{{nameSlot, "workflow_type"}, {identSlot, "task_queue"}, {tzSlot, "timezone"}, {payloadSlot, "input"},
 			{intSlot, "max_catchup"}, {textSlot, "version"}},
 	},
+	"POST /v1/api-keys": {
+		base: func(*fixtures) map[string]any {
+			return map[string]any{"name": "k", "role": "reader", "namespaces": []any{"a"}}
+		},
+		limit: 64 << 10,
+		slots: []slot{{nameSlot, "name"}, {identSlot, "namespaces.0"}},
+	},
 	"PATCH /v1/namespaces/{namespace}/schedules/{schedule_id}": {
 		base:  func(*fixtures) map[string]any { return map[string]any{"workflow_type": "w2", "input": 2} },
 		limit: 2<<20 + 64<<10,
@@ -268,6 +276,8 @@ func (f *fixtures) fill(pattern, param, value string) string {
 			return f.workerID
 		case "schedule_id":
 			return f.scheduleID
+		case "key_id":
+			return f.keyID
 		case "queue":
 			return hostileQueue
 		case "step":
@@ -284,6 +294,7 @@ var badParams = map[string][]string{
 	"run_id":      {"not-a-uuid", "0190a0a0-0000-7000-8000-00000000000g", "%7B0190a0a0-0000-7000-8000-000000000000%7D", "0190a0a000007000800000000000000a"},
 	"worker_id":   {"not-a-uuid", "0190a0a0-0000-7000-8000-00000000000g", "0190a0a0-0000-7000-8000-0000000000000"},
 	"schedule_id": {"not-a-uuid", "0190a0a0-0000-7000-8000-00000000000g", "%20"},
+	"key_id":      {"not-a-uuid", "0190a0a0-0000-7000-8000-00000000000g", "%00"},
 	"step":        {"%00", "a%0Ab", "%C2%85", "%FF", "%ED%A0%80", strings.Repeat("s", 257), "a%7F"},
 }
 
@@ -303,6 +314,10 @@ func TestHostileInput(t *testing.T) {
 	f.workerID = e.register(t, hostileQueue, nil).WorkerID
 	f.scheduleID = e.createSchedule(t, map[string]any{"workflow_type": "w", "cron": "0 0 1 1 *"}).ScheduleID
 	e.begin(t, f.runID, "s1", lease(f.leaseID))
+	// Every request carries an admin key on every namespace, which
+	// /v1/api-keys needs (and which turns authentication on).
+	admin := e.newKey(t, domain.RoleAdmin)
+	f.keyID = e.keyID(t, admin)
 
 	var routes []string
 	if err := chi.Walk(e.api.Router(), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
@@ -437,7 +452,7 @@ func TestHostileInput(t *testing.T) {
 
 	before := e.checksum(t)
 	for _, c := range cases {
-		r, err := e.try(c.method, c.path, c.body, c.opts...)
+		r, err := e.try(c.method, c.path, c.body, append([]reqOption{withKey(admin)}, c.opts...)...)
 		if err != nil {
 			t.Errorf("%s: %s %s: %v", c.class, c.method, short(c.path), err)
 			continue
@@ -576,7 +591,11 @@ func (e *env) checksum(t testing.TB) string {
 		if err := rows.Scan(&name); err != nil {
 			t.Fatal(err)
 		}
-		parts = append(parts, fmt.Sprintf(`(SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM %q x)`, name))
+		row := "x::text"
+		if name == "api_keys" { // last_used_at records a key's use, not a change
+			row = "(x.key_id, x.name, x.role, x.namespaces, x.secret_hash, x.created_at, x.expires_at, x.revoked_at)::text"
+		}
+		parts = append(parts, fmt.Sprintf(`(SELECT md5(coalesce(string_agg(%s, '|' ORDER BY %s), '')) FROM %q x)`, row, row, name))
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)

@@ -76,6 +76,7 @@ type infoTimeouts struct {
 type infoResponse struct {
 	Version    string       `json:"version"`
 	APIVersion string       `json:"api_version"`
+	Auth       string       `json:"auth"`
 	Limits     infoLimits   `json:"limits"`
 	TimeoutsMS infoTimeouts `json:"timeouts_ms"`
 }
@@ -89,6 +90,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, infoResponse{
 		Version:    s.Version,
 		APIVersion: "v1",
+		Auth:       s.authState(),
 		Limits: infoLimits{
 			MaxPayloadBytes:     l.Payload.MaxBytes,
 			WarnPayloadBytes:    l.Payload.WarnBytes,

@@ -76,7 +76,10 @@ type Config struct {
 	Claimer    Claimer
 	Watcher    RunWatcher
 	Ready      ReadyCheck
-	// Metrics serves /metrics; RunMetrics records the API's own counters.
+	// Keys checks every request's API key and manages keys; nil leaves
+	// authentication off and key management unavailable.
+	Keys Keys
+	// Metrics serves /metrics (not routed when nil); RunMetrics records the API's own counters.
 	Metrics    http.Handler
 	RunMetrics *Metrics
 	OpenAPI    []byte
@@ -138,6 +141,9 @@ func (s *Server) allowed(path string) []string {
 // New returns the server for cfg.
 func New(cfg Config) *Server {
 	s := &Server{Config: cfg, logger: cfg.Logger.With("component", "api"), metrics: cfg.RunMetrics}
+	if s.AllowedNamespaces == nil {
+		s.AllowedNamespaces = allowedNamespaces
+	}
 	s.router = s.routes()
 	s.routeMethods = routeMethods(s.router)
 	return s
@@ -170,69 +176,74 @@ func (s *Server) routes() chi.Router {
 		return domain.Errorf(domain.CodeNotFound, "no route for %s", r.URL.Path)
 	}))
 
-	r.Get("/healthz", s.healthz)
-	r.Get("/readyz", s.readyz)
-	r.Get("/openapi.yaml", s.openapi)
+	r.Method(http.MethodGet, "/healthz", s.guard(open, http.HandlerFunc(s.healthz)))
+	r.Method(http.MethodGet, "/readyz", s.guard(open, http.HandlerFunc(s.readyz)))
+	r.Method(http.MethodGet, "/openapi.yaml", s.guard(open, http.HandlerFunc(s.openapi)))
 	if s.UI != nil {
-		r.Get("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently).ServeHTTP)
-		r.Handle("/ui/*", s.UI)
+		r.Method(http.MethodGet, "/ui", s.guard(open, http.RedirectHandler("/ui/", http.StatusMovedPermanently)))
+		r.Handle("/ui/*", s.guard(open, s.UI))
 	}
 	if s.Metrics != nil {
-		r.Method(http.MethodGet, "/metrics", s.Metrics)
+		r.Method(http.MethodGet, "/metrics", s.guard(metricsRead, s.Metrics))
 	}
 	r.Route("/v1", func(r chi.Router) {
-		r.Get("/info", s.info)
-		r.Get("/namespaces", s.h(s.listNamespaces))
+		r.Method(http.MethodGet, "/info", s.guard(open, http.HandlerFunc(s.info)))
+		r.Method(http.MethodGet, "/namespaces", s.handle(namespacesRead, s.listNamespaces))
+		r.Route("/api-keys", func(r chi.Router) {
+			r.Method(http.MethodPost, "/", s.handle(keysAdmin, s.createAPIKey))
+			r.Method(http.MethodGet, "/", s.handle(keysAdmin, s.listAPIKeys))
+			r.With(s.validUUIDParam("key_id")).Method(http.MethodDelete, "/{key_id}", s.handle(keysAdmin, s.revokeAPIKey))
+		})
 		r.Route("/namespaces/{namespace}", func(r chi.Router) {
 			r.Use(s.validNamespace)
 			r.Route("/workflows", func(r chi.Router) {
-				r.Post("/", s.h(s.startWorkflow))
-				r.Get("/", s.h(s.listWorkflows))
-				r.Post("/batch", s.h(s.startWorkflows))
-				r.Post("/batch/complete", s.h(s.completeRuns))
+				r.Method(http.MethodPost, "/", s.handle(clientWrite, s.startWorkflow))
+				r.Method(http.MethodGet, "/", s.handle(runsRead, s.listWorkflows))
+				r.Method(http.MethodPost, "/batch", s.handle(clientWrite, s.startWorkflows))
+				r.Method(http.MethodPost, "/batch/complete", s.handle(work, s.completeRuns))
 				r.Route("/{run_id}", func(r chi.Router) {
 					r.Use(s.validUUIDParam("run_id"))
-					r.Get("/", s.h(s.getWorkflow))
-					r.Post("/cancel", s.h(s.cancelWorkflow))
-					r.Post("/retry", s.h(s.retryWorkflow))
-					r.Get("/steps", s.h(s.listSteps))
+					r.Method(http.MethodGet, "/", s.handle(runsRead, s.getWorkflow))
+					r.Method(http.MethodPost, "/cancel", s.handle(clientWrite, s.cancelWorkflow))
+					r.Method(http.MethodPost, "/retry", s.handle(clientWrite, s.retryWorkflow))
+					r.Method(http.MethodGet, "/steps", s.handle(runsRead, s.listSteps))
 					// A worker's calls on the run it claimed.
-					r.Post("/heartbeat", s.h(s.heartbeatRun))
-					r.Post("/sleep", s.h(s.sleep))
-					r.Post("/complete", s.h(s.completeRun))
-					r.Post("/fail", s.h(s.failRun))
-					r.Post("/steps/{step}/begin", s.h(s.beginStep))
-					r.Post("/steps/{step}/complete", s.h(s.completeStep))
-					r.Post("/steps/{step}/fail", s.h(s.failStep))
+					r.Method(http.MethodPost, "/heartbeat", s.handle(work, s.heartbeatRun))
+					r.Method(http.MethodPost, "/sleep", s.handle(work, s.sleep))
+					r.Method(http.MethodPost, "/complete", s.handle(work, s.completeRun))
+					r.Method(http.MethodPost, "/fail", s.handle(work, s.failRun))
+					r.Method(http.MethodPost, "/steps/{step}/begin", s.handle(work, s.beginStep))
+					r.Method(http.MethodPost, "/steps/{step}/complete", s.handle(work, s.completeStep))
+					r.Method(http.MethodPost, "/steps/{step}/fail", s.handle(work, s.failStep))
 				})
 			})
-			r.Get("/stats", s.h(s.stats))
-			r.Get("/workflow-types", s.h(s.listWorkflowTypes))
-			r.Post("/steps/batch", s.h(s.reportSteps))
-			r.Get("/task-queues", s.h(s.listTaskQueues))
-			r.Patch("/task-queues/{queue}", s.h(s.patchTaskQueue))
+			r.Method(http.MethodGet, "/stats", s.handle(nsRead, s.stats))
+			r.Method(http.MethodGet, "/workflow-types", s.handle(nsRead, s.listWorkflowTypes))
+			r.Method(http.MethodPost, "/steps/batch", s.handle(work, s.reportSteps))
+			r.Method(http.MethodGet, "/task-queues", s.handle(nsRead, s.listTaskQueues))
+			r.Method(http.MethodPatch, "/task-queues/{queue}", s.handle(queueAdmin, s.patchTaskQueue))
 			// Long polls: kept out of any timeout middleware.
-			r.Post("/task-queues/{queue}/claim", s.h(s.claim))
+			r.Method(http.MethodPost, "/task-queues/{queue}/claim", s.handle(work, s.claim))
 			r.Route("/workers", func(r chi.Router) {
-				r.Post("/", s.h(s.registerWorker))
-				r.Get("/", s.h(s.listWorkers))
+				r.Method(http.MethodPost, "/", s.handle(work, s.registerWorker))
+				r.Method(http.MethodGet, "/", s.handle(nsRead, s.listWorkers))
 				r.Route("/{worker_id}", func(r chi.Router) {
 					r.Use(s.validUUIDParam("worker_id"))
-					r.Get("/", s.h(s.getWorker))
-					r.Delete("/", s.h(s.deregisterWorker))
-					r.Post("/heartbeat", s.h(s.workerHeartbeat))
-					r.Post("/drain", s.h(s.drainWorker))
+					r.Method(http.MethodGet, "/", s.handle(nsRead, s.getWorker))
+					r.Method(http.MethodDelete, "/", s.handle(work, s.deregisterWorker))
+					r.Method(http.MethodPost, "/heartbeat", s.handle(work, s.workerHeartbeat))
+					r.Method(http.MethodPost, "/drain", s.handle(work, s.drainWorker))
 				})
 			})
 			r.Route("/schedules", func(r chi.Router) {
-				r.Post("/", s.h(s.createSchedule))
-				r.Get("/", s.h(s.listSchedules))
+				r.Method(http.MethodPost, "/", s.handle(clientWrite, s.createSchedule))
+				r.Method(http.MethodGet, "/", s.handle(nsRead, s.listSchedules))
 				r.Route("/{schedule_id}", func(r chi.Router) {
 					r.Use(s.validUUIDParam("schedule_id"))
-					r.Get("/", s.h(s.getSchedule))
-					r.Patch("/", s.h(s.updateSchedule))
-					r.Delete("/", s.h(s.deleteSchedule))
-					r.Post("/trigger", s.h(s.triggerSchedule))
+					r.Method(http.MethodGet, "/", s.handle(nsRead, s.getSchedule))
+					r.Method(http.MethodPatch, "/", s.handle(clientWrite, s.updateSchedule))
+					r.Method(http.MethodDelete, "/", s.handle(clientWrite, s.deleteSchedule))
+					r.Method(http.MethodPost, "/trigger", s.handle(clientWrite, s.triggerSchedule))
 				})
 			})
 		})

@@ -50,6 +50,18 @@ func WithHeader(key, value string) Option {
 	return func(c *Client) { c.header.Add(key, value) }
 }
 
+// WithAPIKey sends key with every request, as the header
+// Authorization: Bearer <key>, for a server with authentication on. An
+// empty key sends none, so that a key read from the environment
+// (KAGZI_API_KEY) may be passed whether it is set or not.
+func WithAPIKey(key string) Option {
+	return func(c *Client) {
+		if key != "" {
+			c.header.Set("Authorization", "Bearer "+key)
+		}
+	}
+}
+
 // WithCallRetry sets how idempotent calls are retried (see CallRetry).
 func WithCallRetry(r CallRetry) Option {
 	return func(c *Client) { c.retry = r }

@@ -36,6 +36,9 @@ type Listener struct {
 	// OnFinished is called, on the listener's goroutine, when a run of a
 	// queue became terminal. It must not block.
 	OnFinished func(namespace, queue string)
+	// OnKeys is called, on the listener's goroutine, when an API key was
+	// created or revoked. It must not block.
+	OnKeys func()
 	// OnReconnect is called each time the connection is listening: after
 	// the first connect and after each reconnect.
 	OnReconnect func()
@@ -187,6 +190,10 @@ func (l *Listener) dispatch(payload string) {
 		}
 		if l.OnFinished != nil {
 			l.OnFinished(ns, queue)
+		}
+	case "k":
+		if l.OnKeys != nil {
+			l.OnKeys()
 		}
 	}
 }

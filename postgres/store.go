@@ -24,7 +24,8 @@ import (
 // Channel is the one NOTIFY channel Kagzi uses. Its payload is
 // "q:{namespace}/{task_queue}" when work may have become claimable on a
 // queue, and "f:{namespace}/{task_queue}/{run_id},{run_id}..." when runs
-// became terminal (which also frees their slots under a concurrency limit).
+// became terminal (which also frees their slots under a concurrency limit),
+// and "k:{key_id}" when an API key was created or revoked.
 const Channel = "kagzi"
 
 // finishedPayload is the SQL expression of the "f:" payload for the row at

@@ -96,6 +96,9 @@ func (w *httpWorker) post(ctx context.Context, path string, body, out any) error
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if w.o.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+w.o.apiKey)
+	}
 	resp, err := w.hc.Do(req)
 	if err != nil {
 		return err

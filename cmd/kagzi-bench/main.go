@@ -39,6 +39,7 @@ import (
 
 type options struct {
 	url, namespace, queue, db string
+	apiKey                    string
 	runs, workers, maxTasks   int
 	steps, payload, batch     int
 	rate                      int
@@ -51,6 +52,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.url, "url", envOr("KAGZI_URL", "http://localhost:8080"), "server base URL")
+	flag.StringVar(&o.apiKey, "api-key", os.Getenv("KAGZI_API_KEY"), "API key, when the server has auth on (default $KAGZI_API_KEY; admin on the namespace, as it starts and works runs)")
 	flag.StringVar(&o.namespace, "namespace", "bench", "namespace of the runs")
 	flag.StringVar(&o.queue, "queue", "", "task queue (default: a fresh one per invocation)")
 	flag.StringVar(&o.db, "db", "", "database URL, for end-to-end latency and transactions per run")
@@ -178,7 +180,7 @@ func run(ctx context.Context, o options, progress io.Writer) (Report, error) {
 	rep := Report{Protocol: o.protocol, Workers: o.workers, MaxTasks: o.maxTasks, Steps: o.steps, PayloadBytes: o.payload}
 	counter := &stepCounter{next: newTransport()}
 	hc := &http.Client{Transport: counter}
-	c := client.New(o.url, client.WithNamespace(o.namespace), client.WithHTTPClient(hc))
+	c := client.New(o.url, client.WithNamespace(o.namespace), client.WithHTTPClient(hc), client.WithAPIKey(o.apiKey))
 	if _, err := c.Info(ctx); err != nil {
 		return rep, fmt.Errorf("server at %s: %w", o.url, err)
 	}
@@ -377,6 +379,9 @@ func limitQueue(ctx context.Context, o options) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if o.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+o.apiKey)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

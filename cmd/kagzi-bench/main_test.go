@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kagzi/kagzi/auth"
+	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/internal/testserver"
 )
 
@@ -97,6 +100,25 @@ func testRunAgainstServer(t *testing.T, srv *testserver.Server, dbURL, protocol 
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("printed report has no %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestRunWithAPIKey: against a server with auth on, the tool sends its
+// key on every call, its workers' included, and on the queue's limit.
+func TestRunWithAPIKey(t *testing.T) {
+	t.Parallel()
+	srv := testserver.New(t, testserver.WithAuth(auth.ModeRequired))
+	o := options{url: srv.URL, namespace: "bench", queue: "q", runs: 50, workers: 1, maxTasks: 10, payload: 16, batch: 50,
+		queueLimit: 10}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := run(ctx, o, io.Discard); err == nil {
+		t.Fatal("run without a key: no error, want the server's refusal")
+	}
+	o.apiKey = srv.NewKey(t, domain.RoleAdmin, "bench")
+	rep, err := run(ctx, o, io.Discard)
+	if err != nil || rep.Runs != 50 {
+		t.Fatalf("run with a key: %d runs, %v; want 50", rep.Runs, err)
 	}
 }
 

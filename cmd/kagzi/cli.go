@@ -90,10 +90,8 @@ func clientCommand(ctx context.Context, noun string, args []string, stdout io.Wr
 	k.fs.StringVar(&k.url, "url", k.url, "server URL")
 	connect := func() {
 		opts := []client.Option{client.WithNamespace(*ns),
-			client.WithCallRetry(client.CallRetry{MaxAttempts: 3, Initial: 100 * time.Millisecond, Max: time.Second})}
-		if key := getenv("KAGZI_API_KEY"); key != "" {
-			opts = append(opts, client.WithHeader("Authorization", "Bearer "+key))
-		}
+			client.WithCallRetry(client.CallRetry{MaxAttempts: 3, Initial: 100 * time.Millisecond, Max: time.Second}),
+			client.WithAPIKey(getenv("KAGZI_API_KEY"))}
 		k.c = client.New(k.url, opts...)
 	}
 	var cmd func(context.Context, []string) error

@@ -14,6 +14,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/kagzi/kagzi/api"
+	"github.com/kagzi/kagzi/auth"
 	"github.com/kagzi/kagzi/domain"
 )
 
@@ -25,6 +26,8 @@ type Config struct {
 	DatabaseURL         string        `split_words:"true" default:"postgres://postgres@127.0.0.1:5432/kagzi?sslmode=disable" desc:"PostgreSQL URL; serve creates the database when it is missing and the role may"`
 	HTTPAddr            string        `split_words:"true" default:":8080" desc:"address the HTTP server listens on"`
 	DebugAddr           string        `split_words:"true" default:"" desc:"address for net/http/pprof (empty: off); keep it private"`
+	MetricsAddr         string        `split_words:"true" default:"" desc:"address that serves /metrics, open, instead of the API's (empty: on the API, with an admin or reader key while auth is on)"`
+	Auth                string        `default:"auto" desc:"API keys: auto (on once a key exists), required (on; refuse to start without a key) or off"`
 	AutoMigrate         bool          `split_words:"true" default:"true" desc:"apply pending migrations when serve starts"`
 	DBMaxConns          int32         `split_words:"true" default:"20" desc:"size of the connection pool"`
 	LogLevel            string        `split_words:"true" default:"info" desc:"debug, info, warn or error"`
@@ -136,6 +139,9 @@ func (c Config) validate() error {
 			return fmt.Errorf("%s_%s must be positive, not %s", envPrefix, d.name, d.v)
 		}
 	}
+	if _, err := auth.ParseMode(c.Auth); err != nil {
+		return fmt.Errorf("%s_AUTH %s", envPrefix, err)
+	}
 	if _, err := c.logLevel(); err != nil {
 		return err
 	}
@@ -199,6 +205,11 @@ Usage:
   kagzi migrate down N       roll back N migrations
   kagzi migrate version      print the schema version
   kagzi migrate force V      record version V without running anything (-1: none)
+  kagzi keys create --name N --role R [--namespace NS]... [--expires-in D]
+                             create an API key (role admin, client, worker or reader; every
+                             namespace unless --namespace is given) and print its secret alone
+  kagzi keys list            list the API keys (never their secrets)
+  kagzi keys revoke ID       revoke an API key, on every server within a second
   kagzi help                 this text
 
 Configuration is read from the environment only:

@@ -20,6 +20,8 @@ var vars = []struct{ name, def string }{
 	{"KAGZI_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kagzi?sslmode=disable"},
 	{"KAGZI_HTTP_ADDR", ":8080"},
 	{"KAGZI_DEBUG_ADDR", ""},
+	{"KAGZI_METRICS_ADDR", ""},
+	{"KAGZI_AUTH", "auto"},
 	{"KAGZI_AUTO_MIGRATE", "true"},
 	{"KAGZI_DB_MAX_CONNS", "20"},
 	{"KAGZI_LOG_LEVEL", "info"},
@@ -78,6 +80,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		DatabaseURL:         "postgres://postgres@127.0.0.1:5432/kagzi?sslmode=disable",
 		HTTPAddr:            ":8080",
 		DebugAddr:           "",
+		Auth:                "auto",
 		AutoMigrate:         true,
 		DBMaxConns:          20,
 		LogLevel:            "info",
@@ -109,6 +112,8 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		"KAGZI_DATABASE_URL":          "postgres://kagzi@db:5433/k",
 		"KAGZI_HTTP_ADDR":             "127.0.0.1:9000",
 		"KAGZI_DEBUG_ADDR":            "127.0.0.1:6060",
+		"KAGZI_METRICS_ADDR":          "127.0.0.1:9090",
+		"KAGZI_AUTH":                  "required",
 		"KAGZI_AUTO_MIGRATE":          "false",
 		"KAGZI_DB_MAX_CONNS":          "7",
 		"KAGZI_LOG_LEVEL":             "debug",
@@ -145,6 +150,8 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		DatabaseURL:         "postgres://kagzi@db:5433/k",
 		HTTPAddr:            "127.0.0.1:9000",
 		DebugAddr:           "127.0.0.1:6060",
+		MetricsAddr:         "127.0.0.1:9090",
+		Auth:                "required",
 		AutoMigrate:         false,
 		DBMaxConns:          7,
 		LogLevel:            "debug",
@@ -212,6 +219,7 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"KAGZI_WRITE_TIMEOUT", "soon"},
 		{"KAGZI_LOG_LEVEL", "loud"},
 		{"KAGZI_LOG_FORMAT", "xml"},
+		{"KAGZI_AUTH", "on"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			clearEnv(t)

@@ -37,7 +37,7 @@ func run(args []string) error {
 	case "help", "-h", "--help":
 		usage(os.Stdout)
 		return nil
-	case "serve", "migrate":
+	case "serve", "migrate", "keys":
 	default:
 		usage(os.Stderr)
 		return usagef("unknown command %q", cmd)
@@ -58,6 +58,9 @@ func run(args []string) error {
 			return fmt.Errorf("serve takes no arguments, got %q", args)
 		}
 		return serve(ctx, cfg, logger)
+	}
+	if cmd == "keys" {
+		return keysCmd(ctx, cfg, logger, args, os.Stdout, os.Stderr)
 	}
 	return migrateCmd(ctx, cfg, logger, args)
 }

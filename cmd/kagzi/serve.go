@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kagzi/kagzi"
+	"github.com/kagzi/kagzi/auth"
 	"github.com/kagzi/kagzi/postgres"
 )
 
@@ -22,20 +23,26 @@ func openMigrator(ctx context.Context, cfg Config, logger *slog.Logger) (*postgr
 	return postgres.NewMigrator(cfg.DatabaseURL, logger.With("component", "migrate"))
 }
 
+// migrateUp applies every pending migration.
+func migrateUp(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	m, err := openMigrator(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	err = m.Up(ctx)
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.AutoMigrate {
-		m, err := openMigrator(ctx, cfg, logger)
-		if err != nil {
-			return err
-		}
-		err = m.Up(ctx)
-		if cerr := m.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := migrateUp(ctx, cfg, logger); err != nil {
 			return err
 		}
 	}
+	mode, _ := auth.ParseMode(cfg.Auth) // validated with the config
 	pool, err := postgres.NewPool(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
 	if err != nil {
 		return err
@@ -50,7 +57,14 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		WorkerRetention: cfg.WorkerRetention,
 		Version:         version,
 		Logger:          logger,
+		Auth:            mode,
+		SeparateMetrics: cfg.MetricsAddr != "",
 	})
+	if mode == auth.ModeRequired {
+		if err := requireKey(ctx, srv.Store); err != nil {
+			return err
+		}
+	}
 	httpSrv := srv.HTTPServer(ctx, cfg.HTTPAddr)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -74,6 +88,36 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			return debug.Close()
 		})
 	}
+	if cfg.MetricsAddr != "" {
+		// Open: the address is for the scraper alone.
+		metrics := &http.Server{Addr: cfg.MetricsAddr, Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := metrics.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return metrics.Close()
+		})
+	}
 	g.Go(func() error { return srv.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
 	return g.Wait()
+}
+
+// requireKey refuses to start under KAGZI_AUTH=required while no key can
+// authenticate a request.
+func requireKey(ctx context.Context, store *postgres.Store) error {
+	keys, _, err := store.APIKeys(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, k := range keys {
+		if k.Usable(now) {
+			return nil
+		}
+	}
+	return errors.New("KAGZI_AUTH=required and no API key is usable: create one with `kagzi keys create --name admin --role admin`, or set KAGZI_AUTH=auto")
 }

@@ -3,7 +3,9 @@
 //
 //	go run ./examples/hello [name]
 //
-// It talks to the server at KAGZI_URL (default http://localhost:8080).
+// It talks to the server at KAGZI_URL (default http://localhost:8080),
+// with the API key KAGZI_API_KEY when the server has authentication on (a
+// key that may start runs and work them: admin on the namespace default).
 package main
 
 import (
@@ -26,7 +28,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, serverURL(), name, os.Stdout); err != nil {
+	if err := run(ctx, serverURL(), os.Getenv("KAGZI_API_KEY"), name, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
 	}
@@ -51,9 +53,9 @@ func Greet(ctx *client.WorkflowContext, name string) (string, error) {
 }
 
 // run starts a worker, starts a run of Greet, waits for it, prints the
-// greeting and stops the worker.
-func run(ctx context.Context, baseURL, name string, out io.Writer) error {
-	c := client.New(baseURL)
+// greeting and stops the worker. apiKey may be empty (authentication off).
+func run(ctx context.Context, baseURL, apiKey, name string, out io.Writer) error {
+	c := client.New(baseURL, client.WithAPIKey(apiKey))
 
 	w := client.NewWorker(c, taskQueue,
 		client.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))

@@ -7,6 +7,8 @@
 //	go run ./examples/order
 //
 // It talks to the server at KAGZI_URL (default http://localhost:8080),
+// with the API key KAGZI_API_KEY when the server has authentication on (a
+// key that may start runs and work them: admin on the namespace default),
 // runs the worker and starts two orders, one with a good card and one
 // with a declined card, and prints how each went, step by step.
 package main
@@ -31,7 +33,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := config{URL: serverURL(), CoolOff: 2 * time.Second, Out: os.Stdout}
+	cfg := config{URL: serverURL(), APIKey: os.Getenv("KAGZI_API_KEY"), CoolOff: 2 * time.Second, Out: os.Stdout}
 	if _, err := run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "order:", err)
 		os.Exit(1)
@@ -155,6 +157,7 @@ func (s *Shop) ProcessOrder(coolOff time.Duration) func(*client.WorkflowContext,
 // config is what run needs.
 type config struct {
 	URL     string
+	APIKey  string // empty with authentication off
 	CoolOff time.Duration
 	Out     io.Writer
 }
@@ -163,7 +166,7 @@ type config struct {
 // for both, prints how they went, and stops the worker. It returns the
 // finished runs.
 func run(ctx context.Context, cfg config) ([]*client.Run, error) {
-	c := client.New(cfg.URL)
+	c := client.New(cfg.URL, client.WithAPIKey(cfg.APIKey))
 	shop := &Shop{reserved: map[string][]string{}}
 	w := client.NewWorker(c, taskQueue,
 		client.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))

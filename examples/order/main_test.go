@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kagzi/kagzi/auth"
 	"github.com/kagzi/kagzi/client"
+	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/internal/testserver"
 )
 
@@ -91,4 +93,17 @@ func steps(t *testing.T, c *client.Client, runID string) []string {
 		out = append(out, line)
 	}
 	return out
+}
+
+// With authentication on, the example works with a key.
+func TestOrderWithAuth(t *testing.T) {
+	t.Parallel()
+	srv := testserver.New(t, testserver.WithAuth(auth.ModeRequired))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out strings.Builder
+	runs, err := run(ctx, config{URL: srv.URL, APIKey: srv.NewKey(t, domain.RoleAdmin, "default"), CoolOff: 300 * time.Millisecond, Out: &out})
+	if err != nil || len(runs) != 2 {
+		t.Fatalf("run with a key: %d runs, %v\n%s", len(runs), err, out.String())
+	}
 }

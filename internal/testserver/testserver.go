@@ -19,6 +19,7 @@ import (
 
 	"github.com/kagzi/kagzi"
 	"github.com/kagzi/kagzi/api"
+	"github.com/kagzi/kagzi/auth"
 	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/maintenance"
 	"github.com/kagzi/kagzi/postgres/pgtest"
@@ -37,6 +38,7 @@ type Server struct {
 	Maintainer *maintenance.Maintainer
 
 	logs *LogBuffer
+	srv  *kagzi.Server
 }
 
 // Config is what New builds from; options change it.
@@ -48,6 +50,8 @@ type Config struct {
 	// AllowErrorLogs lets the server log at ERROR level; otherwise any such
 	// record fails the test.
 	AllowErrorLogs bool
+	// Auth is the authentication mode (KAGZI_AUTH); "" is auto.
+	Auth auth.Mode
 }
 
 // Option changes the Config.
@@ -56,6 +60,11 @@ type Option func(*Config)
 // WithLimits changes the server's limits.
 func WithLimits(f func(*api.Limits)) Option {
 	return func(c *Config) { f(&c.Limits) }
+}
+
+// WithAuth runs the server in the authentication mode m.
+func WithAuth(m auth.Mode) Option {
+	return func(c *Config) { c.Auth = m }
 }
 
 // WithHeartbeatInterval sets the heartbeat interval the server gives
@@ -101,6 +110,7 @@ func New(t testing.TB, opts ...Option) *Server {
 		NoMaintainer:       cfg.MaintainerInterval <= 0,
 		Version:            "test",
 		Logger:             logger,
+		Auth:               cfg.Auth,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -139,7 +149,26 @@ func New(t testing.TB, opts ...Option) *Server {
 	})
 	hs := httptest.NewServer(srv.API)
 	t.Cleanup(hs.Close)
-	return &Server{URL: hs.URL, Pool: pool, Limits: cfg.Limits, Maintainer: srv.Maintainer, logs: logs}
+	return &Server{URL: hs.URL, Pool: pool, Limits: cfg.Limits, Maintainer: srv.Maintainer, logs: logs, srv: srv}
+}
+
+// NewKey creates an API key of role on namespaces (every namespace when
+// none), as `kagzi keys create` does, and returns its secret once the
+// server knows it.
+func (s *Server) NewKey(t testing.TB, role domain.Role, namespaces ...string) string {
+	t.Helper()
+	if len(namespaces) == 0 {
+		namespaces = []string{domain.AllNamespaces}
+	}
+	ctx := context.Background()
+	_, secret, err := auth.Create(ctx, s.srv.Store, domain.NewAPIKey{Name: "test " + string(role), Role: role, Namespaces: namespaces}, time.Now())
+	if err != nil {
+		t.Fatalf("testserver: create key: %v", err)
+	}
+	if err := s.srv.Keys.Load(ctx); err != nil {
+		t.Fatalf("testserver: load keys: %v", err)
+	}
+	return secret
 }
 
 // Log returns what the server logged so far.
