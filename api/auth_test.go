@@ -108,6 +108,7 @@ var roleTable = map[string][]domain.Role{
 	"GET " + nsRoute + "/stats":                                     clientReaders,
 	"GET " + nsRoute + "/workflow-types":                            clientReaders,
 	"POST " + nsRoute + "/schedules/{schedule_id}/trigger":          adminClient,
+	"POST " + nsRoute + "/steps/batch":                              adminWorker,
 	"POST " + nsRoute + "/workflows/{run_id}/heartbeat":             adminWorker,
 	"POST " + nsRoute + "/workflows/{run_id}/sleep":                 adminWorker,
 	"POST " + nsRoute + "/workflows/{run_id}/complete":              adminWorker,

@@ -90,6 +90,16 @@ var bodyRoutes = map[string]bodyRoute{
 		limit:  4 << 20,
 		slots:  []slot{{uuidSlot, "run_id"}, {uuidSlot, "lease_id"}, {payloadSlot, "output"}},
 	},
+	"POST /v1/namespaces/{namespace}/steps/batch": {
+		base: func(f *fixtures) map[string]any {
+			return map[string]any{"run_id": f.runID, "lease_id": f.leaseID, "step": "s", "outcome": "complete", "output": 1}
+		},
+		wrap:   func(item map[string]any) any { return map[string]any{"steps": []any{item}} },
+		prefix: "steps[0].",
+		limit:  4 << 20,
+		slots: []slot{{uuidSlot, "run_id"}, {uuidSlot, "lease_id"}, {nameSlot, "step"}, {payloadSlot, "output"},
+			{payloadSlot, "input"}},
+	},
 	"POST /v1/namespaces/{namespace}/workflows/{run_id}/cancel": {
 		base: func(*fixtures) map[string]any { return map[string]any{} }, limit: 1 << 10,
 	},
