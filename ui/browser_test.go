@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +16,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/internal/testserver"
 )
 
@@ -313,25 +311,9 @@ func TestDashboardInBrowser(t *testing.T) {
 func TestDashboardKey(t *testing.T) {
 	e := newBrowserEnv(t)
 	runID := e.start("e2e-keyed", "e2e")
-	target, err := url.Parse(e.srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	const secret = "kagzi-test-secret"
-	guarded := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/v1/info" &&
-			r.Header.Get("Authorization") != "Bearer "+secret {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			w.WriteHeader(http.StatusUnauthorized)
-			fmt.Fprint(w, `{"type":"about:blank","title":"Unauthorized","status":401,"code":"unauthenticated","detail":"the API key is missing or wrong"}`)
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(guarded.Close)
-	e.srv = &testserver.Server{URL: guarded.URL}
+	// The first key turns authentication on (KAGZI_AUTH=auto): a reader
+	// key, as a dashboard is given.
+	secret := e.srv.NewKey(t, domain.RoleReader)
 
 	e.open("/runs?ns=default", "runs")
 	e.waitText("The server needs an API key. Enter one on the Key page.")
