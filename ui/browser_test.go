@@ -305,9 +305,8 @@ func TestDashboardInBrowser(t *testing.T) {
 
 // TestDashboardKey checks the dashboard's side of authentication: without
 // a key it says one is needed, a wrong key is told apart, and the key
-// entered on the Key page is sent as a bearer token. The server here sits
-// behind a proxy that wants one key, standing in for the server's own key
-// check.
+// entered on the Key page is sent as a bearer token, against the server's
+// own key check.
 func TestDashboardKey(t *testing.T) {
 	e := newBrowserEnv(t)
 	runID := e.start("e2e-keyed", "e2e")
