@@ -98,13 +98,7 @@ func BenchmarkStepCompleteWithoutBegin(b *testing.B) {
 // in one batch/complete request.
 func BenchmarkOneStepWorkflow(b *testing.B) {
 	_, base := benchServer(b)
-	for i := 0; i < b.N; i += 1000 {
-		batch := make([]map[string]any, min(1000, b.N-i))
-		for j := range batch {
-			batch[j] = map[string]any{"workflow_type": "w", "task_queue": "one"}
-		}
-		post(b, base+"/workflows/batch", map[string]any{"workflows": batch}, nil)
-	}
+	startBatches(b, base, "one", b.N)
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()

@@ -128,13 +128,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 // with its own request; the runs are started beforehand in batches.
 func BenchmarkClaimThroughput(b *testing.B) {
 	_, base := benchServer(b)
-	for i := 0; i < b.N; i += 1000 {
-		batch := make([]map[string]any, min(1000, b.N-i))
-		for j := range batch {
-			batch[j] = map[string]any{"workflow_type": "w", "task_queue": "tp"}
-		}
-		post(b, base+"/workflows/batch", map[string]any{"workflows": batch}, nil)
-	}
+	startBatches(b, base, "tp", b.N)
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
@@ -162,4 +156,16 @@ func BenchmarkClaimThroughput(b *testing.B) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "runs/s")
+}
+
+// startBatches starts n runs of type w on queue, in batches of 1000.
+func startBatches(b *testing.B, base, queue string, n int) {
+	b.Helper()
+	for i := 0; i < n; i += 1000 {
+		batch := make([]map[string]any, min(1000, n-i))
+		for j := range batch {
+			batch[j] = map[string]any{"workflow_type": "w", "task_queue": queue}
+		}
+		post(b, base+"/workflows/batch", map[string]any{"workflows": batch}, nil)
+	}
 }
