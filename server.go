@@ -136,6 +136,7 @@ func NewServer(cfg Config) *Server {
 		TaskQueues: store,
 		Schedules:  store,
 		RunOps:     store,
+		Signals:    store,
 		UI:         ui.Handler(),
 		Claimer:    dist,
 		Watcher:    listener,

@@ -55,7 +55,8 @@ type Run struct {
 	RetryPolicy    RetryPolicy     `json:"retry_policy"`
 	WorkerID       *string         `json:"worker_id"`
 	LeaseExpiresAt *time.Time      `json:"lease_expires_at"`
-	AvailableAt    time.Time       `json:"available_at"`
+	AvailableAt    *time.Time      `json:"available_at"`
+	WaitingFor     []string        `json:"waiting_for"`
 	ScheduleID     *string         `json:"schedule_id"`
 	CreatedAt      time.Time       `json:"created_at"`
 	StartedAt      *time.Time      `json:"started_at"`

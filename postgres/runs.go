@@ -16,7 +16,7 @@ import (
 // scanRun reads them.
 const runColumns = `run_id, namespace, task_queue, workflow_type, external_id, version, status,
 	error, attempt, retry_policy, worker_id, lease_expires_at, available_at, created_at,
-	started_at, finished_at, schedule_id`
+	started_at, finished_at, schedule_id, waiting_for`
 
 // runColumnsWithPayload adds input and output.
 const runColumnsWithPayload = runColumns + `, input, output`
@@ -24,11 +24,11 @@ const runColumnsWithPayload = runColumns + `, input, output`
 func runDest(r *domain.Run) []any {
 	return []any{&r.RunID, &r.Namespace, &r.TaskQueue, &r.WorkflowType, &r.ExternalID, &r.Version,
 		&r.Status, &r.Error, &r.Attempt, &r.RetryPolicy, &r.WorkerID, &r.LeaseExpiresAt,
-		&r.AvailableAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.ScheduleID}
+		&r.AvailableAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.ScheduleID, &r.WaitingFor}
 }
 
 func normalizeRun(r *domain.Run) {
-	utc(&r.AvailableAt)
+	r.AvailableAt = utcp(r.AvailableAt)
 	utc(&r.CreatedAt)
 	r.LeaseExpiresAt = utcp(r.LeaseExpiresAt)
 	r.StartedAt = utcp(r.StartedAt)
