@@ -137,6 +137,7 @@ func NewServer(cfg Config) *Server {
 		Schedules:  store,
 		RunOps:     store,
 		Signals:    store,
+		Children:   store,
 		UI:         ui.Handler(),
 		Claimer:    dist,
 		Watcher:    listener,

@@ -136,6 +136,8 @@ var roleTable = map[string][]domain.Role{
 	"POST " + nsRoute + "/workflows/{run_id}/signals/{name}":                     adminClient,
 	"POST " + nsRoute + "/workflows/by-external-id/{external_id}/signals/{name}": adminClient,
 	"POST " + nsRoute + "/workflows/{run_id}/steps/{step}/wait":                  adminWorker,
+	"POST " + nsRoute + "/workflows/{run_id}/steps/{step}/child":                 adminWorker,
+	"GET " + nsRoute + "/workflows/{run_id}/children":                            anyRole,
 }
 
 const nsRoute = "/v1/namespaces/{namespace}"

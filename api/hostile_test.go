@@ -169,6 +169,14 @@ var bodyRoutes = map[string]bodyRoute{
 		limit: 2<<20 + 64<<10,
 		slots: []slot{{uuidSlot, "lease_id"}, {nameSlot, "signals.0"}, {intSlot, "timeout_ms"}},
 	},
+	"POST /v1/namespaces/{namespace}/workflows/{run_id}/steps/{step}/child": {
+		base: func(f *fixtures) map[string]any {
+			return map[string]any{"lease_id": f.leaseID, "workflow_type": "c", "input": 1, "await": true, "timeout_ms": 1000}
+		},
+		limit: 2<<20 + 64<<10,
+		slots: []slot{{uuidSlot, "lease_id"}, {nameSlot, "workflow_type"}, {identSlot, "task_queue"}, {payloadSlot, "input"},
+			{nameSlot, "external_id"}, {intSlot, "timeout_ms"}, {intSlot, "retry_policy.max_attempts"}},
+	},
 	"PATCH /v1/namespaces/{namespace}/task-queues/{queue}": {
 		base:  func(*fixtures) map[string]any { return map[string]any{"paused": false, "max_concurrent": 5} },
 		limit: 64 << 10,

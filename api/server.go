@@ -90,6 +90,8 @@ type Config struct {
 	RunOps RunOpsStore
 	// Signals serves run inboxes and wait steps.
 	Signals SignalStore
+	// Children serves child steps and the children of runs.
+	Children ChildStore
 	// AllowedNamespaces, when set, limits GET /v1/namespaces per caller.
 	AllowedNamespaces AllowedNamespaces
 	// UI, when set, serves the dashboard's files under /ui/, open: its
@@ -214,6 +216,7 @@ func (s *Server) routes() chi.Router {
 					r.Method(http.MethodPost, "/retry", s.handle(clientWrite, s.retryWorkflow))
 					r.Method(http.MethodGet, "/steps", s.handle(runsRead, s.listSteps))
 					r.Method(http.MethodGet, "/signals", s.handle(runsRead, s.listSignals))
+					r.Method(http.MethodGet, "/children", s.handle(runsRead, s.listChildren))
 					r.Method(http.MethodPost, "/signals/{name}", s.handle(clientWrite, s.sendSignal))
 					// A worker's calls on the run it claimed.
 					r.Method(http.MethodPost, "/heartbeat", s.handle(work, s.heartbeatRun))
@@ -224,6 +227,7 @@ func (s *Server) routes() chi.Router {
 					r.Method(http.MethodPost, "/steps/{step}/complete", s.handle(work, s.completeStep))
 					r.Method(http.MethodPost, "/steps/{step}/fail", s.handle(work, s.failStep))
 					r.Method(http.MethodPost, "/steps/{step}/wait", s.handle(work, s.wait))
+					r.Method(http.MethodPost, "/steps/{step}/child", s.handle(work, s.child))
 				})
 			})
 			r.Method(http.MethodGet, "/stats", s.handle(nsRead, s.stats))

@@ -283,3 +283,96 @@ func (s *Server) signalWithStart(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, status, signalWithStartResponse{Run: res.Run, Signal: res.Signal, Started: res.Started, Duplicate: res.Duplicate})
 	return nil
 }
+
+// ChildStore is what the child step and listing need of storage.
+type ChildStore interface {
+	StartChild(ctx context.Context, namespace, runID, leaseID string, req domain.ChildRequest) (domain.WaitResult, string, error)
+	ListChildren(ctx context.Context, namespace, runID string, page domain.Page) ([]domain.Run, string, error)
+}
+
+type childRequest struct {
+	leaseCall
+	WorkflowType      string                   `json:"workflow_type"`
+	TaskQueue         string                   `json:"task_queue"`
+	Input             json.RawMessage          `json:"input"`
+	RetryPolicy       *domain.RetryPolicyInput `json:"retry_policy"`
+	ExternalID        *string                  `json:"external_id"`
+	ParentClosePolicy *string                  `json:"parent_close_policy"`
+	Await             bool                     `json:"await"`
+	TimeoutMS         *int64                   `json:"timeout_ms"`
+}
+
+func (b *childRequest) validate() error { return b.leaseCall.validate() }
+
+func (s *Server) child(w http.ResponseWriter, r *http.Request) error {
+	var body childRequest
+	ns, runID, err := s.runCall(w, r, &body)
+	if err != nil {
+		return err
+	}
+	name, err := stepName(r)
+	if err != nil {
+		return err
+	}
+	n, err := domain.StartRequest{WorkflowType: body.WorkflowType, TaskQueue: body.TaskQueue, Input: body.Input,
+		ExternalID: body.ExternalID, RetryPolicy: body.RetryPolicy}.Validate(s.Limits.Payload)
+	if err != nil {
+		return err
+	}
+	if body.TaskQueue == "" {
+		n.TaskQueue = "" // the parent's
+	}
+	req := domain.ChildRequest{Step: name, Run: n, ParentClosePolicy: domain.ParentCloseCancel, Await: body.Await}
+	if p := body.ParentClosePolicy; p != nil {
+		if *p != domain.ParentCloseCancel && *p != domain.ParentCloseAbandon {
+			return domain.Invalid("parent_close_policy", "must be cancel or abandon, not %q", *p)
+		}
+		req.ParentClosePolicy = *p
+	}
+	if body.TimeoutMS != nil {
+		d, err := domain.DurationMS("timeout_ms", *body.TimeoutMS, domain.MaxStartDelay)
+		if err != nil {
+			return err
+		}
+		req.Timeout = &d
+	}
+	res, _, err := s.Children.StartChild(r.Context(), ns, runID, body.LeaseID, req)
+	if err != nil {
+		return err
+	}
+	if !res.Resolved {
+		writeJSON(w, http.StatusOK, parkedResponse{WakeAt: res.WakeAt})
+		return nil
+	}
+	out := res.Output
+	if out == nil {
+		out = orNull(res.Step.Output)
+	}
+	writeJSON(w, http.StatusOK, waitResponse{Resolved: true, Step: &res.Step, Output: &out})
+	return nil
+}
+
+type childrenResponse struct {
+	Children   []domain.Run `json:"children"`
+	NextCursor *string      `json:"next_cursor"`
+}
+
+func (s *Server) listChildren(w http.ResponseWriter, r *http.Request) error {
+	q, err := newQuery(r, "limit", "cursor")
+	if err != nil {
+		return err
+	}
+	page, err := q.pageOf(domain.DefaultPageLimit, func(k string) bool { return domain.ValidateUUID("cursor", k) == nil })
+	if err != nil {
+		return err
+	}
+	list, next, err := s.Children.ListChildren(r.Context(), chi.URLParam(r, "namespace"), chi.URLParam(r, "run_id"), page)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []domain.Run{}
+	}
+	writeJSON(w, http.StatusOK, childrenResponse{Children: list, NextCursor: encodeCursor(next)})
+	return nil
+}

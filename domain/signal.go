@@ -126,6 +126,8 @@ type WaitResult struct {
 	Resolved bool
 	Step     Step
 	WakeAt   *time.Time
+	// Output, when set, is the answer's output instead of the step's.
+	Output json.RawMessage
 }
 
 // SignalWithStartResult is the outcome of a signal-with-start.
@@ -134,4 +136,23 @@ type SignalWithStartResult struct {
 	Signal    Signal
 	Started   bool
 	Duplicate bool
+}
+
+// ChildSignalPrefix starts the name of the signal a child's end sends its
+// parent: "kagzi.child/{step}".
+const ChildSignalPrefix = ReservedSignalPrefix + "child/"
+
+// Parent close policies: what becomes of a live child when its parent ends.
+const (
+	ParentCloseCancel  = "cancel"
+	ParentCloseAbandon = "abandon"
+)
+
+// ChildRequest is a worker's child step: the child run to start once.
+type ChildRequest struct {
+	Step              string
+	Run               NewRun
+	ParentClosePolicy string
+	Await             bool
+	Timeout           *time.Duration
 }

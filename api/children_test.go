@@ -1,0 +1,171 @@
+package api_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+type childrenPage struct {
+	Children []struct {
+		RunID       string  `json:"run_id"`
+		Status      string  `json:"status"`
+		TaskQueue   string  `json:"task_queue"`
+		ParentRunID *string `json:"parent_run_id"`
+	} `json:"children"`
+}
+
+func (e *env) children(t testing.TB, runID string) childrenPage {
+	t.Helper()
+	var p childrenPage
+	e.do(t, http.MethodGet, runPath(runID)+"/children", nil).wantStatus(t, http.StatusOK).decode(t, &p)
+	return p
+}
+
+func (e *env) childCall(t testing.TB, runID, leaseID, step string, kv ...any) waitView {
+	t.Helper()
+	var w waitView
+	e.workerCall(t, runID, "steps/"+step+"/child", lease(leaseID, kv...)).wantStatus(t, http.StatusOK).decode(t, &w)
+	return w
+}
+
+type childEnd struct {
+	ChildRunID string          `json:"child_run_id"`
+	Status     string          `json:"status"`
+	Output     json.RawMessage `json:"output"`
+	Error      *errorView      `json:"error"`
+}
+
+// An awaited child parks its parent; the child's end, on its own
+// completion, delivers to the parent and wakes it; the replayed child call
+// answers the end, and the child was created once.
+func TestAwaitedChildWakesParent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	parent, task := e.startClaimed(t, "p", map[string]any{"task_queue": "parents"})
+	w := e.childCall(t, parent.RunID, task.LeaseID, "pay", "workflow_type", "c", "task_queue", "kids", "input", 5, "await", true)
+	if w.Resolved {
+		t.Fatalf("child call = %+v, want parked", w)
+	}
+	kids := e.children(t, parent.RunID)
+	if len(kids.Children) != 1 || kids.Children[0].ParentRunID == nil || *kids.Children[0].ParentRunID != parent.RunID {
+		t.Fatalf("children = %+v", kids)
+	}
+	if v := e.runWait(t, parent.RunID); v.Status != "sleeping" || len(v.WaitingFor) != 1 || v.WaitingFor[0] != "kagzi.child/pay" {
+		t.Fatalf("parent = %+v", v)
+	}
+	claim := e.parkClaim(t, "parents", map[string]any{"wait_ms": 5000})
+	child := e.claimOne(t, "kids", 5*time.Second)
+	if child.RunID != kids.Children[0].RunID || string(child.Input) != "5" {
+		t.Fatalf("claimed child %+v", child)
+	}
+	e.runCall(t, child.RunID, "complete", lease(child.LeaseID, "output", map[string]any{"paid": true}))
+	out := <-claim
+	if out.err != nil || len(out.tasks) != 1 || out.tasks[0].RunID != parent.RunID {
+		t.Fatalf("parent claim after the child's end: %+v", out)
+	}
+	task = out.tasks[0]
+	w = e.childCall(t, parent.RunID, task.LeaseID, "pay", "workflow_type", "c", "task_queue", "kids", "input", 5, "await", true)
+	if !w.Resolved || w.Output.Signal == nil || w.Output.Signal.Name != "kagzi.child/pay" {
+		t.Fatalf("replayed child call = %+v", w)
+	}
+	var end childEnd
+	if err := json.Unmarshal(w.Output.Signal.Input, &end); err != nil || end.Status != "completed" || end.ChildRunID != child.RunID || string(end.Output) != `{"paid":true}` {
+		t.Fatalf("end = %+v (%v)", end, err)
+	}
+	if w.Step == nil || w.Step.Kind != "child" || w.Step.Status != "completed" {
+		t.Fatalf("step = %+v", w.Step)
+	}
+	if n := len(e.children(t, parent.RunID).Children); n != 1 || e.countRuns(t) != 2 {
+		t.Fatalf("%d children, %d runs; want 1, 2", n, e.countRuns(t))
+	}
+}
+
+// A child started without await resolves at once; a failed child's end is
+// collected by a later wait; concurrent replays create it once.
+func TestChildWithoutAwaitThenWait(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	parent, task := e.startClaimed(t, "p", map[string]any{"task_queue": "parents2"})
+	var wg sync.WaitGroup
+	ids := make(chan string, 5)
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.try(http.MethodPost, runPath(parent.RunID)+"/steps/a/child",
+				lease(task.LeaseID, "workflow_type", "c", "task_queue", "kids2"))
+			if err != nil || r.status != http.StatusOK {
+				ids <- "error"
+				return
+			}
+			var v struct {
+				Output struct {
+					ChildRunID string `json:"child_run_id"`
+				} `json:"output"`
+			}
+			_ = json.Unmarshal(r.body, &v)
+			ids <- v.Output.ChildRunID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	var first string
+	for id := range ids {
+		if first == "" {
+			first = id
+		}
+		if id != first || id == "error" || id == "" {
+			t.Fatalf("child ids differ or failed: %q, %q", id, first)
+		}
+	}
+	child := e.claimOne(t, "kids2", 5*time.Second)
+	if child.RunID != first {
+		t.Fatalf("claimed %s, want the child %s", child.RunID, first)
+	}
+	e.runCall(t, child.RunID, "fail", lease(child.LeaseID, "error", map[string]any{"message": "declined", "non_retryable": true}))
+	w := e.wait(t, parent.RunID, task.LeaseID, "collect", "signals", []string{"kagzi.child/a"})
+	if !w.Resolved || w.Output.Signal == nil {
+		t.Fatalf("wait = %+v", w)
+	}
+	var end childEnd
+	if err := json.Unmarshal(w.Output.Signal.Input, &end); err != nil || end.Status != "failed" || end.Error == nil || end.Error.Message != "declined" {
+		t.Fatalf("end = %s (%v)", w.Output.Signal.Input, err)
+	}
+}
+
+// Ending a parent cancels its live cancel-policy children, not the
+// abandoned ones; the cancelled child's end is kept in the parent's inbox.
+func TestParentEndCancelsChildren(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	parent, task := e.startClaimed(t, "p", map[string]any{"task_queue": "parents3"})
+	e.childCall(t, parent.RunID, task.LeaseID, "c1", "workflow_type", "c", "task_queue", "kids3")
+	e.childCall(t, parent.RunID, task.LeaseID, "c2", "workflow_type", "c", "task_queue", "kids3", "parent_close_policy", "abandon")
+	e.runCall(t, parent.RunID, "complete", lease(task.LeaseID, "output", 1))
+	got := map[string]string{}
+	for _, c := range e.children(t, parent.RunID).Children {
+		got[c.RunID] = c.Status
+	}
+	var cancelled, pending int
+	for _, st := range got {
+		switch st {
+		case "cancelled":
+			cancelled++
+		case "pending":
+			pending++
+		}
+	}
+	if cancelled != 1 || pending != 1 {
+		t.Fatalf("children = %v, want one cancelled and one pending", got)
+	}
+	var page struct {
+		Signals []signalView `json:"signals"`
+	}
+	e.do(t, http.MethodGet, runPath(parent.RunID)+"/signals?name=kagzi.child%2Fc1", nil).wantStatus(t, http.StatusOK).decode(t, &page)
+	if len(page.Signals) != 1 {
+		t.Fatalf("parent inbox = %+v, want the cancelled child's end", page.Signals)
+	}
+}
