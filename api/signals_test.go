@@ -490,3 +490,38 @@ func TestSignalWithStartIdempotencyKey(t *testing.T) {
 	e.do(t, http.MethodPost, ns+"/workflows/signal-with-start", map[string]any{"workflow_type": "w", "external_id": "z"}).
 		wantProblem(t, http.StatusBadRequest, "invalid_argument", "signal")
 }
+
+// Completing or cancelling a run discards its unconsumed signals; a failed
+// run keeps them, for a retry to consume.
+func TestRunEndDiscardsInbox(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	statusOf := func(runID string) string {
+		var page struct {
+			Signals []signalView `json:"signals"`
+		}
+		e.do(t, http.MethodGet, runPath(runID)+"/signals", nil).wantStatus(t, http.StatusOK).decode(t, &page)
+		if len(page.Signals) != 1 {
+			t.Fatalf("inbox of %s = %+v", runID, page.Signals)
+		}
+		return page.Signals[0].Status
+	}
+	done, task := e.startClaimed(t, "w", nil)
+	e.signal(t, done.RunID, "go", 1, http.StatusAccepted)
+	e.runCall(t, done.RunID, "complete", lease(task.LeaseID, "output", 1))
+	if got := statusOf(done.RunID); got != "discarded" {
+		t.Errorf("completed run's signal is %s, want discarded", got)
+	}
+	failed, task := e.startClaimed(t, "w", nil)
+	e.signal(t, failed.RunID, "go", 1, http.StatusAccepted)
+	e.runCall(t, failed.RunID, "fail", lease(task.LeaseID, "error", map[string]any{"message": "m", "non_retryable": true}))
+	if got := statusOf(failed.RunID); got != "buffered" {
+		t.Errorf("failed run's signal is %s, want buffered", got)
+	}
+	cancelled := e.start(t, "w", nil)
+	e.signal(t, cancelled.RunID, "go", 1, http.StatusAccepted)
+	e.do(t, http.MethodPost, runPath(cancelled.RunID)+"/cancel", nil).wantStatus(t, http.StatusOK)
+	if got := statusOf(cancelled.RunID); got != "discarded" {
+		t.Errorf("cancelled run's signal is %s, want discarded", got)
+	}
+}

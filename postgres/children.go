@@ -263,11 +263,44 @@ UPDATE workflow_runs r SET status = 'cancelled', finished_at = now(), lease_id =
 FROM c WHERE r.run_id = c.run_id
 RETURNING r.run_id, pg_notify('` + Channel + `', 'f:' || r.namespace || '/' || r.task_queue || '/' || r.run_id)`
 
+// runEndWorkSQL says whether any of the runs $1 is a child, a parent, or
+// has buffered signals.
+const runEndWorkSQL = `
+SELECT EXISTS (SELECT 1 FROM workflow_runs WHERE run_id = ANY($1::uuid[]) AND parent_run_id IS NOT NULL),
+	EXISTS (SELECT 1 FROM workflow_runs WHERE parent_run_id = ANY($1::uuid[])),
+	EXISTS (SELECT 1 FROM signals WHERE run_id = ANY($1::uuid[]) AND status = 'buffered')`
+
+// discardInboxSQL discards the unconsumed signals of the runs $1 that
+// completed or were cancelled; a failed run keeps its inbox, for a retry.
+const discardInboxSQL = `
+UPDATE signals s SET status = 'discarded'
+FROM workflow_runs r
+WHERE s.run_id = ANY($1::uuid[]) AND s.status = 'buffered' AND r.run_id = s.run_id
+	AND r.status IN ('completed', 'cancelled')`
+
 // endChildren runs after a statement that may have ended the runs ids, in
-// its transaction: it delivers each ended child's end to its parent, and
-// cancels the live cancel-policy children of each ended run, down the
-// generations.
+// its transaction: it discards the unconsumed signals of runs that
+// completed or were cancelled, delivers each ended child's end to its
+// parent, and cancels the live cancel-policy children of each ended run,
+// down the generations.
 func endChildren(ctx context.Context, tx pgx.Tx, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	// The usual run has no parent, no child and nothing in its inbox: one
+	// look through three indexes says so.
+	var child, parent, inbox bool
+	if err := tx.QueryRow(ctx, runEndWorkSQL, ids).Scan(&child, &parent, &inbox); err != nil {
+		return fmt.Errorf("look at ended runs: %w", err)
+	}
+	if inbox {
+		if _, err := tx.Exec(ctx, discardInboxSQL, ids); err != nil {
+			return fmt.Errorf("discard inboxes: %w", err)
+		}
+	}
+	if !child && !parent {
+		return nil
+	}
 	for len(ids) > 0 {
 		if _, err := tx.Exec(ctx, lockParentsSQL, ids); err != nil {
 			return fmt.Errorf("lock parents: %w", err)
