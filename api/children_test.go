@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -167,5 +169,50 @@ func TestParentEndCancelsChildren(t *testing.T) {
 	e.do(t, http.MethodGet, runPath(parent.RunID)+"/signals?name=kagzi.child%2Fc1", nil).wantStatus(t, http.StatusOK).decode(t, &page)
 	if len(page.Signals) != 1 {
 		t.Fatalf("parent inbox = %+v, want the cancelled child's end", page.Signals)
+	}
+}
+
+// A child finishing on one replica wakes its parent, whose claim is
+// parked on another, within the usual pickup time.
+func TestChildEndOnAnotherReplicaWakesParent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	second := httptest.NewServer(e.replica(t).API)
+	t.Cleanup(second.Close)
+	post := func(path string, body any, out any) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		res, err := http.Post(second.URL+path, "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("%s on the second replica: %d", path, res.StatusCode)
+		}
+		if out != nil {
+			if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	parent, task := e.startClaimed(t, "p", map[string]any{"task_queue": "parents4"})
+	if w := e.childCall(t, parent.RunID, task.LeaseID, "pay", "workflow_type", "c", "task_queue", "kids4", "await", true); w.Resolved {
+		t.Fatalf("child call = %+v, want parked", w)
+	}
+	claim := e.parkClaim(t, "parents4", map[string]any{"wait_ms": 10000})
+	var got claimResponse
+	post(ns+"/task-queues/kids4/claim", map[string]any{"wait_ms": 5000}, &got)
+	if len(got.Tasks) != 1 {
+		t.Fatalf("second replica claimed %+v", got.Tasks)
+	}
+	ended := time.Now()
+	post(runPath(got.Tasks[0].RunID)+"/complete", lease(got.Tasks[0].LeaseID, "output", 1), nil)
+	out := <-claim
+	if out.err != nil || len(out.tasks) != 1 || out.tasks[0].RunID != parent.RunID {
+		t.Fatalf("the parked claim: %+v", out)
+	}
+	if d := time.Since(ended); d > time.Second {
+		t.Fatalf("the parent was picked up %s after its child ended on another replica", d)
 	}
 }
