@@ -1,10 +1,12 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -523,5 +525,41 @@ func TestRunEndDiscardsInbox(t *testing.T) {
 	e.do(t, http.MethodPost, runPath(cancelled.RunID)+"/cancel", nil).wantStatus(t, http.StatusOK)
 	if got := statusOf(cancelled.RunID); got != "discarded" {
 		t.Errorf("cancelled run's signal is %s, want discarded", got)
+	}
+}
+
+// Two wait calls of one run on two replicas (a worker retrying on another
+// replica, under the same lease) consume a buffered signal once.
+func TestSignalConsumedOnceAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	second := httptest.NewServer(e.replica(t).API)
+	t.Cleanup(second.Close)
+	for i := range 20 {
+		run, task := e.startClaimed(t, "w", map[string]any{"task_queue": fmt.Sprintf("once-%d", i)})
+		e.signal(t, run.RunID, "go", i, http.StatusAccepted)
+		body, _ := json.Marshal(lease(task.LeaseID, "signals", []string{"go"}))
+		var wg sync.WaitGroup
+		for k, base := range []string{e.srv.URL, second.URL} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := http.Post(base+runPath(run.RunID)+fmt.Sprintf("/steps/w%d/wait", k), "application/json", bytes.NewReader(body))
+				if err == nil {
+					res.Body.Close()
+				}
+			}()
+		}
+		wg.Wait()
+		var delivered, resolved int
+		if err := e.pool.QueryRow(context.Background(), `SELECT
+			(SELECT count(*) FROM signals WHERE run_id = $1 AND status = 'delivered'),
+			(SELECT count(*) FROM workflow_steps WHERE run_id = $1 AND kind = 'wait' AND status = 'completed')`,
+			run.RunID).Scan(&delivered, &resolved); err != nil {
+			t.Fatal(err)
+		}
+		if delivered != 1 || resolved != 1 {
+			t.Fatalf("run %d: %d signals delivered, %d waits resolved; want 1 and 1", i, delivered, resolved)
+		}
 	}
 }
