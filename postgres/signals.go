@@ -35,16 +35,16 @@ const lockRunByExternalIDSQL = `
 SELECT run_id, status, attempt FROM workflow_runs
 WHERE namespace = $1 AND external_id = $2 AND status IN ('pending', 'sleeping', 'running') FOR UPDATE`
 
-const inboxCountsSQL = `
-SELECT count(*) FILTER (WHERE status = 'buffered'), COALESCE(max(seq), 0) FROM signals WHERE run_id = $1`
-
-// waitingStepSQL finds the wait step of the run's attempt $3 that waits
-// for signal $2 and has not resolved yet.
-const waitingStepSQL = `
-SELECT name FROM workflow_steps
-WHERE run_id = $1 AND kind = 'wait' AND status = 'running' AND run_attempt = $3
-	AND (input->'signals')::jsonb ? $2
-ORDER BY seq LIMIT 1`
+// inboxSQL reads, once the run is locked, its buffered signals, its last
+// seq, and the wait step of its attempt $3 that waits for signal $2 and
+// has not resolved yet (NULL when none does).
+const inboxSQL = `
+SELECT count(*) FILTER (WHERE status = 'buffered'), COALESCE(max(seq), 0),
+	(SELECT name FROM workflow_steps
+	WHERE run_id = $1 AND kind = 'wait' AND status = 'running' AND run_attempt = $3
+		AND (input->'signals')::jsonb ? $2
+	ORDER BY seq LIMIT 1)
+FROM signals WHERE run_id = $1`
 
 const insertSignalSQL = `
 INSERT INTO signals (signal_id, namespace, run_id, seq, name, input, status, step, idempotency_key, target)
@@ -58,11 +58,15 @@ UPDATE workflow_steps SET status = 'completed', output = $3, finished_at = now()
 WHERE run_id = $1 AND name = $2 AND kind = 'wait' AND status = 'running'
 RETURNING ` + stepColumns
 
-// wakeWaitingRunSQL makes a run parked in a wait claimable now, and
-// notifies its queue in the same transaction. A run whose deadline came
-// first (pending or running again) only forgets what it waited for.
-const wakeWaitingRunSQL = `
-WITH r AS (
+// deliverSQL records the wait step $2 of run $1 resolved with output $3,
+// and makes the run, parked in that wait, claimable now, notifying its
+// queue in the same transaction. A run whose deadline came first (pending
+// or running again) only forgets what it waited for.
+const deliverSQL = `
+WITH st AS (
+	UPDATE workflow_steps SET status = 'completed', output = $3, finished_at = now()
+	WHERE run_id = $1 AND name = $2 AND kind = 'wait' AND status = 'running'
+), r AS (
 	UPDATE workflow_runs SET waiting_for = NULL,
 		status = CASE WHEN status = 'sleeping' THEN 'pending' ELSE status END,
 		available_at = CASE WHEN status = 'sleeping' THEN now() ELSE available_at END
@@ -124,7 +128,8 @@ func sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.Sen
 		return sg, false, domain.Errorf(domain.CodeRunFinished, "run %s has finished (%s)", runID, status)
 	}
 	var buffered, last int64
-	if err := tx.QueryRow(ctx, inboxCountsSQL, runID).Scan(&buffered, &last); err != nil {
+	var step *string // the wait step the signal goes to
+	if err := tx.QueryRow(ctx, inboxSQL, runID, req.Name, attempt).Scan(&buffered, &last, &step); err != nil {
 		return sg, false, err
 	}
 	if last >= int64(limits.MaxPerRun) {
@@ -134,15 +139,6 @@ func sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.Sen
 	if buffered >= int64(limits.MaxBuffered) {
 		return sg, false, &domain.Error{Code: domain.CodeResourceExhausted, RetryAfter: time.Second,
 			Message: fmt.Sprintf("run %s has %d signals waiting in its inbox, its most", runID, buffered)}
-	}
-	var step *string
-	var stepName string
-	err = tx.QueryRow(ctx, waitingStepSQL, runID, req.Name, attempt).Scan(&stepName)
-	switch {
-	case err == nil:
-		step = &stepName
-	case !errors.Is(err, pgx.ErrNoRows):
-		return sg, false, err
 	}
 	sigStatus := domain.SignalBuffered
 	if step != nil {
@@ -156,11 +152,12 @@ func sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.Sen
 	if err != nil || step == nil {
 		return sg, false, err
 	}
-	if err := resolveWait(ctx, tx, runID, stepName, domain.WaitOutput{Signal: &domain.WaitSignal{
-		Name: sg.Name, Input: req.Input, Seq: sg.Seq, SignalID: sg.SignalID}}, nil); err != nil {
+	out, err := json.Marshal(domain.WaitOutput{Signal: &domain.WaitSignal{
+		Name: sg.Name, Input: req.Input, Seq: sg.Seq, SignalID: sg.SignalID}})
+	if err != nil {
 		return sg, false, err
 	}
-	_, err = tx.Exec(ctx, wakeWaitingRunSQL, runID)
+	_, err = tx.Exec(ctx, deliverSQL, runID, *step, out)
 	return sg, false, err
 }
 
@@ -192,15 +189,11 @@ func sameJSON(a, b json.RawMessage) bool {
 	return reflect.DeepEqual(x, y)
 }
 
-// resolveWait records a wait step's outcome; st, when given, receives it.
+// resolveWait records a wait step's outcome into st.
 func resolveWait(ctx context.Context, tx pgx.Tx, runID, step string, out domain.WaitOutput, st *domain.Step) error {
 	b, err := json.Marshal(out)
 	if err != nil {
 		return err
-	}
-	var s domain.Step
-	if st == nil {
-		st = &s
 	}
 	return scanStep(tx.QueryRow(ctx, resolveWaitStepSQL, runID, step, b), st)
 }
