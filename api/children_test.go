@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -128,6 +129,11 @@ func TestChildWithoutAwaitThenWait(t *testing.T) {
 		t.Fatalf("claimed %s, want the child %s", child.RunID, first)
 	}
 	e.runCall(t, child.RunID, "fail", lease(child.LeaseID, "error", map[string]any{"message": "declined", "non_retryable": true}))
+	// A reserved name may pass the length limit by its prefix.
+	long := strings.Repeat("s", 256)
+	if w := e.wait(t, parent.RunID, task.LeaseID, "long", "signals", []string{"kagzi.child/" + long}, "timeout_ms", 0); !w.Resolved || !w.Output.TimedOut {
+		t.Fatalf("wait on a long child name = %+v", w)
+	}
 	w := e.wait(t, parent.RunID, task.LeaseID, "collect", "signals", []string{"kagzi.child/a"})
 	if !w.Resolved || w.Output.Signal == nil {
 		t.Fatalf("wait = %+v", w)

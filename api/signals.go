@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -162,7 +163,9 @@ func (b *waitRequest) validate() error {
 		return domain.Invalid("signals", "must name 1 to %d signals", domain.MaxWaitSignals)
 	}
 	for i, n := range b.Signals {
-		if err := domain.ValidateName(fmt.Sprintf("signals[%d]", i), n); err != nil {
+		// A child's end signal is exempt from the name length limit: its
+		// step's name is held to it.
+		if err := domain.ValidateName(fmt.Sprintf("signals[%d]", i), strings.TrimPrefix(n, domain.ChildSignalPrefix)); err != nil {
 			return err
 		}
 	}
