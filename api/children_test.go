@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -220,5 +222,54 @@ func TestChildEndOnAnotherReplicaWakesParent(t *testing.T) {
 	}
 	if d := time.Since(ended); d > time.Second {
 		t.Fatalf("the parent was picked up %s after its child ended on another replica", d)
+	}
+}
+
+// A child held for a moment by another transaction (a heartbeat, a step
+// report) when its parent ends is cancelled all the same.
+func TestParentEndCancelsABusyChild(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	parent, task := e.startClaimed(t, "p", map[string]any{"task_queue": "parents5"})
+	var started struct {
+		Output struct {
+			ChildRunID string `json:"child_run_id"`
+		} `json:"output"`
+	}
+	e.workerCall(t, parent.RunID, "steps/c1/child", lease(task.LeaseID, "workflow_type", "c", "task_queue", "kids5")).
+		wantStatus(t, http.StatusOK).decode(t, &started)
+	childID := started.Output.ChildRunID
+	ctx := context.Background()
+	busy, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Rollback(ctx)
+	if _, err := busy.Exec(ctx, `SELECT 1 FROM workflow_runs WHERE run_id = $1 FOR UPDATE`, childID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		r, err := e.try(http.MethodPost, runPath(parent.RunID)+"/complete", lease(task.LeaseID, "output", 1))
+		if err == nil && r.status != http.StatusOK {
+			err = fmt.Errorf("complete: %s", r.short())
+		}
+		done <- err
+	}()
+	// The parent's end waits for the child's row rather than skip it.
+	waitFor(t, 5*time.Second, "the parent's end to wait for the busy child", func() bool {
+		var waiting bool
+		_ = e.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%parent_close_policy%')`).Scan(&waiting)
+		return waiting
+	})
+	if err := busy.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if v := e.runWait(t, childID); v.Status != "cancelled" {
+		t.Fatalf("busy child is %s, want cancelled", v.Status)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/kagzi/kagzi/domain"
 )
@@ -248,15 +249,21 @@ FROM (SELECT DISTINCT namespace, task_queue FROM woken WHERE status = 'pending')
 
 // cascadeCancelSQL cancels the live cancel-policy children of the ended
 // runs $1. Children locked by a transaction of their own are skipped (it
-// may be their end).
-const cascadeCancelSQL = `
+// may be their end); cascadeCancelWaitSQL waits for them.
+const cascadeCancelSQL = cascadeCancelHead + `FOR UPDATE SKIP LOCKED` + cascadeCancelTail
+
+const cascadeCancelWaitSQL = cascadeCancelHead + `FOR UPDATE` + cascadeCancelTail
+
+const cascadeCancelHead = `
 WITH c AS (
 	SELECT run_id FROM workflow_runs
 	WHERE parent_run_id = ANY($1::uuid[]) AND parent_close_policy = 'cancel'
 		AND status IN ('pending', 'sleeping', 'running')
 		AND parent_run_id IN (SELECT run_id FROM workflow_runs WHERE run_id = ANY($1::uuid[])
 			AND status IN ('completed', 'failed', 'cancelled'))
-	ORDER BY run_id FOR UPDATE SKIP LOCKED
+	ORDER BY run_id `
+
+const cascadeCancelTail = `
 )
 UPDATE workflow_runs r SET status = 'cancelled', finished_at = now(), lease_id = NULL,
 	lease_expires_at = NULL, waiting_for = NULL
@@ -308,19 +315,85 @@ func endChildren(ctx context.Context, tx pgx.Tx, ids []string) error {
 		if _, err := tx.Exec(ctx, childEndsSQL, ids); err != nil {
 			return fmt.Errorf("deliver child ends: %w", err)
 		}
-		rows, err := tx.Query(ctx, cascadeCancelSQL, ids)
+		cancelled, err := cancelChildren(ctx, tx, cascadeCancelSQL, ids)
 		if err != nil {
+			return err
+		}
+		// Children another transaction held were skipped: wait for them a
+		// little. A child whose own end holds it waits for its parent,
+		// which this transaction holds, so the wait is bounded (by
+		// childLockTimeout, in a savepoint) rather than left to the
+		// deadlock detector; that child is ending anyway.
+		var more bool
+		if err := tx.QueryRow(ctx, liveCancelChildrenSQL, ids).Scan(&more); err != nil {
 			return fmt.Errorf("cancel children: %w", err)
 		}
-		ids, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
-			var id string
-			return id, row.Scan(&id, nil)
-		})
-		if err != nil {
-			return fmt.Errorf("cancel children: %w", err)
+		if more {
+			waited, err := cancelBusyChildren(ctx, tx, ids)
+			if err != nil {
+				return err
+			}
+			cancelled = append(cancelled, waited...)
 		}
+		ids = cancelled
 	}
 	return nil
+}
+
+// liveCancelChildrenSQL says whether an ended run of $1 still has a live
+// cancel-policy child.
+const liveCancelChildrenSQL = `
+SELECT EXISTS (SELECT 1 FROM workflow_runs WHERE parent_run_id = ANY($1::uuid[])
+	AND parent_close_policy = 'cancel' AND status IN ('pending', 'sleeping', 'running'))`
+
+// childLockTimeout bounds the wait for a child another transaction holds.
+const childLockTimeout = "200ms"
+
+func cancelChildren(ctx context.Context, tx pgx.Tx, sql string, ids []string) ([]string, error) {
+	rows, err := tx.Query(ctx, sql, ids)
+	if err != nil {
+		return nil, fmt.Errorf("cancel children: %w", err)
+	}
+	cancelled, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+		var id string
+		return id, row.Scan(&id, nil)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cancel children: %w", err)
+	}
+	return cancelled, nil
+}
+
+// cancelBusyChildren is the cascade again, waiting up to childLockTimeout
+// for the children's rows, in a savepoint: a timeout leaves them as they
+// are and the transaction going on.
+func cancelBusyChildren(ctx context.Context, tx pgx.Tx, ids []string) ([]string, error) {
+	var prev string
+	if err := tx.QueryRow(ctx, `SELECT current_setting('lock_timeout')`).Scan(&prev); err != nil {
+		return nil, err
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sp.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, childLockTimeout); err != nil {
+		_ = sp.Rollback(ctx)
+		return nil, err
+	}
+	cancelled, err := cancelChildren(ctx, sp, cascadeCancelWaitSQL, ids)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
+		return nil, sp.Rollback(ctx) // also undoes the lock_timeout
+	}
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		return nil, err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return nil, err
+	}
+	_, err = tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, prev)
+	return cancelled, err
 }
 
 const listChildrenSQL = `
