@@ -136,6 +136,8 @@ func NewServer(cfg Config) *Server {
 		TaskQueues: store,
 		Schedules:  store,
 		RunOps:     store,
+		Signals:    store,
+		Children:   store,
 		UI:         ui.Handler(),
 		Claimer:    dist,
 		Watcher:    listener,

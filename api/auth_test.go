@@ -130,6 +130,14 @@ var roleTable = map[string][]domain.Role{
 	"GET " + nsRoute + "/schedules/{schedule_id}":                   clientReaders,
 	"PATCH " + nsRoute + "/schedules/{schedule_id}":                 adminClient,
 	"DELETE " + nsRoute + "/schedules/{schedule_id}":                adminClient,
+
+	"POST " + nsRoute + "/workflows/signal-with-start":                           adminClient,
+	"GET " + nsRoute + "/workflows/{run_id}/signals":                             anyRole,
+	"POST " + nsRoute + "/workflows/{run_id}/signals/{name}":                     adminClient,
+	"POST " + nsRoute + "/workflows/by-external-id/{external_id}/signals/{name}": adminClient,
+	"POST " + nsRoute + "/workflows/{run_id}/steps/{step}/wait":                  adminWorker,
+	"POST " + nsRoute + "/workflows/{run_id}/steps/{step}/child":                 adminWorker,
+	"GET " + nsRoute + "/workflows/{run_id}/children":                            anyRole,
 }
 
 const nsRoute = "/v1/namespaces/{namespace}"
@@ -245,7 +253,8 @@ func TestEveryRouteDeclaresAccess(t *testing.T) {
 // concrete fills a route pattern's parameters.
 func concrete(pattern, namespace string) string {
 	r := strings.NewReplacer("{namespace}", namespace, "{run_id}", uuid.NewString(), "{worker_id}", uuid.NewString(),
-		"{schedule_id}", uuid.NewString(), "{key_id}", uuid.NewString(), "{queue}", "q", "{step}", "s")
+		"{schedule_id}", uuid.NewString(), "{key_id}", uuid.NewString(), "{queue}", "q", "{step}", "s",
+		"{name}", "n", "{external_id}", "e")
 	return r.Replace(pattern)
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/kagzi/kagzi/domain"
 )
@@ -25,6 +27,9 @@ var statusOf = map[domain.Code]int{
 	domain.CodeUnsupportedMediaType: http.StatusUnsupportedMediaType,
 	domain.CodeUnavailable:          http.StatusServiceUnavailable,
 	domain.CodeInternal:             http.StatusInternalServerError,
+	domain.CodeRunFinished:          http.StatusConflict,
+	domain.CodeIdempotencyReused:    http.StatusConflict,
+	domain.CodeResourceExhausted:    http.StatusTooManyRequests,
 }
 
 // Problem is an RFC 9457 problem document.
@@ -86,6 +91,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if p.Code == domain.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="kagzi"`)
+	}
+	var de *domain.Error
+	if errors.As(err, &de) && de.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((de.RetryAfter+time.Second-1)/time.Second), 10))
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	writeBody(w, p.Status, p)

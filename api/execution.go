@@ -119,14 +119,24 @@ type beginStepResponse struct {
 // on the decoded path otherwise: the parameter is decoded here only in the
 // first case, so that "50%25" is "50%" and "x%2541" is "x%41".
 func stepName(r *http.Request) (string, error) {
-	name := chi.URLParam(r, "step")
+	name, err := pathSegment(r, "step")
+	if err != nil {
+		return "", err
+	}
+	return name, domain.ValidateName("step", name)
+}
+
+// pathSegment reads the path parameter key, percent-decoded exactly once
+// (see stepName).
+func pathSegment(r *http.Request, key string) (string, error) {
+	name := chi.URLParam(r, key)
 	if r.URL.RawPath != "" {
 		var err error
 		if name, err = url.PathUnescape(name); err != nil {
-			return "", domain.Invalid("step", "is not a valid escaped path segment")
+			return "", domain.Invalid(key, "is not a valid escaped path segment")
 		}
 	}
-	return name, domain.ValidateName("step", name)
+	return name, nil
 }
 
 func (s *Server) beginStep(w http.ResponseWriter, r *http.Request) error {

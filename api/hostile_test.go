@@ -144,6 +144,39 @@ var bodyRoutes = map[string]bodyRoute{
 		limit: 2<<20 + 64<<10,
 		slots: []slot{{uuidSlot, "lease_id"}, {textSlot, "error.message"}, {payloadSlot, "error.details"}},
 	},
+	"POST /v1/namespaces/{namespace}/workflows/signal-with-start": {
+		base: func(*fixtures) map[string]any {
+			return map[string]any{"workflow_type": "w", "external_id": "sws", "input": 1, "signal": map[string]any{"name": "go", "input": 2}}
+		},
+		limit: 2*(2<<20) + 64<<10,
+		slots: []slot{{nameSlot, "workflow_type"}, {nameSlot, "external_id"}, {identSlot, "task_queue"}, {payloadSlot, "input"},
+			{nameSlot, "signal.name"}, {payloadSlot, "signal.input"}, {intSlot, "start_delay_ms"}},
+	},
+	"POST /v1/namespaces/{namespace}/workflows/{run_id}/signals/{name}": {
+		base:  func(*fixtures) map[string]any { return map[string]any{"input": 1} },
+		limit: 2<<20 + 64<<10,
+		slots: []slot{{payloadSlot, "input"}},
+	},
+	"POST /v1/namespaces/{namespace}/workflows/by-external-id/{external_id}/signals/{name}": {
+		base:  func(*fixtures) map[string]any { return map[string]any{"input": 1} },
+		limit: 2<<20 + 64<<10,
+		slots: []slot{{payloadSlot, "input"}},
+	},
+	"POST /v1/namespaces/{namespace}/workflows/{run_id}/steps/{step}/wait": {
+		base: func(f *fixtures) map[string]any {
+			return map[string]any{"lease_id": f.leaseID, "signals": []any{"go"}, "timeout_ms": 1000}
+		},
+		limit: 2<<20 + 64<<10,
+		slots: []slot{{uuidSlot, "lease_id"}, {nameSlot, "signals.0"}, {intSlot, "timeout_ms"}},
+	},
+	"POST /v1/namespaces/{namespace}/workflows/{run_id}/steps/{step}/child": {
+		base: func(f *fixtures) map[string]any {
+			return map[string]any{"lease_id": f.leaseID, "workflow_type": "c", "input": 1, "await": true, "timeout_ms": 1000}
+		},
+		limit: 2<<20 + 64<<10,
+		slots: []slot{{uuidSlot, "lease_id"}, {nameSlot, "workflow_type"}, {identSlot, "task_queue"}, {payloadSlot, "input"},
+			{nameSlot, "external_id"}, {intSlot, "timeout_ms"}, {intSlot, "retry_policy.max_attempts"}},
+	},
 	"PATCH /v1/namespaces/{namespace}/task-queues/{queue}": {
 		base:  func(*fixtures) map[string]any { return map[string]any{"paused": false, "max_concurrent": 5} },
 		limit: 64 << 10,
@@ -292,6 +325,10 @@ func (f *fixtures) fill(pattern, param, value string) string {
 			return hostileQueue
 		case "step":
 			return "s1"
+		case "name":
+			return "go"
+		case "external_id":
+			return "no-such-run"
 		}
 		panic("no fixture for " + name)
 	})
@@ -306,6 +343,8 @@ var badParams = map[string][]string{
 	"schedule_id": {"not-a-uuid", "0190a0a0-0000-7000-8000-00000000000g", "%20"},
 	"key_id":      {"not-a-uuid", "0190a0a0-0000-7000-8000-00000000000g", "%00"},
 	"step":        {"%00", "a%0Ab", "%C2%85", "%FF", "%ED%A0%80", strings.Repeat("s", 257), "a%7F"},
+	"name":        {"%00", "a%0Ab", "%C2%85", "%FF", strings.Repeat("s", 257), "kagzi.x", "kagzi.child%2Fs"},
+	"external_id": {"%00", "a%0Ab", "%FF", strings.Repeat("e", 257)},
 }
 
 // badQueries are query strings no route takes, or takes with these values.
@@ -450,7 +489,7 @@ func TestHostileInput(t *testing.T) {
 				add(c)
 			}
 		}
-		if strings.HasSuffix(pattern, "/workflows") || strings.HasSuffix(pattern, "/batch") {
+		if strings.HasSuffix(pattern, "/workflows") || strings.HasSuffix(pattern, "/batch") || strings.HasSuffix(pattern, "/signal-with-start") {
 			add(hostileCase{class: "reserved schedule: prefix", method: method, path: path,
 				body: br.poisoned(f, "external_id", `"schedule:`+f.scheduleID+`:2026-01-01T00:00:00Z"`), status: 400, field: br.prefix + "external_id"})
 		}

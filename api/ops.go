@@ -56,6 +56,8 @@ type infoLimits struct {
 	LeaseDurationMS     int64 `json:"lease_duration_ms"`
 	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
 	MaxHistoryBytes     int64 `json:"max_history_bytes"`
+	MaxBufferedSignals  int   `json:"max_buffered_signals"`
+	MaxSignalsPerRun    int   `json:"max_signals_per_run"`
 }
 
 // Timeouts are the limits on slow or stalled clients, reported in
@@ -99,6 +101,8 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 			LeaseDurationMS:     l.LeaseDuration.Milliseconds(),
 			HeartbeatIntervalMS: l.HeartbeatInterval.Milliseconds(),
 			MaxHistoryBytes:     l.maxHistoryBytes(),
+			MaxBufferedSignals:  l.signalLimits().MaxBuffered,
+			MaxSignalsPerRun:    l.signalLimits().MaxPerRun,
 		},
 		TimeoutsMS: infoTimeouts{
 			ReadHeader: s.Timeouts.ReadHeader.Milliseconds(),

@@ -30,6 +30,8 @@ type Limits struct {
 	// MaxHistoryBytes bounds the histories of one claim answer together
 	// (0: domain.DefaultMaxHistoryBytes).
 	MaxHistoryBytes int64
+	// Signals bound each run's inbox.
+	Signals domain.SignalLimits
 }
 
 func (l Limits) maxHistoryBytes() int64 {
@@ -86,6 +88,10 @@ type Config struct {
 
 	// RunOps serves the run operations for people and dashboards.
 	RunOps RunOpsStore
+	// Signals serves run inboxes and wait steps.
+	Signals SignalStore
+	// Children serves child steps and the children of runs.
+	Children ChildStore
 	// AllowedNamespaces, when set, limits GET /v1/namespaces per caller.
 	AllowedNamespaces AllowedNamespaces
 	// UI, when set, serves the dashboard's files under /ui/, open: its
@@ -201,12 +207,17 @@ func (s *Server) routes() chi.Router {
 				r.Method(http.MethodGet, "/", s.handle(runsRead, s.listWorkflows))
 				r.Method(http.MethodPost, "/batch", s.handle(clientWrite, s.startWorkflows))
 				r.Method(http.MethodPost, "/batch/complete", s.handle(work, s.completeRuns))
+				r.Method(http.MethodPost, "/by-external-id/{external_id}/signals/{name}", s.handle(clientWrite, s.sendSignalByExternalID))
+				r.Method(http.MethodPost, "/signal-with-start", s.handle(clientWrite, s.signalWithStart))
 				r.Route("/{run_id}", func(r chi.Router) {
 					r.Use(s.validUUIDParam("run_id"))
 					r.Method(http.MethodGet, "/", s.handle(runsRead, s.getWorkflow))
 					r.Method(http.MethodPost, "/cancel", s.handle(clientWrite, s.cancelWorkflow))
 					r.Method(http.MethodPost, "/retry", s.handle(clientWrite, s.retryWorkflow))
 					r.Method(http.MethodGet, "/steps", s.handle(runsRead, s.listSteps))
+					r.Method(http.MethodGet, "/signals", s.handle(runsRead, s.listSignals))
+					r.Method(http.MethodGet, "/children", s.handle(runsRead, s.listChildren))
+					r.Method(http.MethodPost, "/signals/{name}", s.handle(clientWrite, s.sendSignal))
 					// A worker's calls on the run it claimed.
 					r.Method(http.MethodPost, "/heartbeat", s.handle(work, s.heartbeatRun))
 					r.Method(http.MethodPost, "/sleep", s.handle(work, s.sleep))
@@ -215,6 +226,8 @@ func (s *Server) routes() chi.Router {
 					r.Method(http.MethodPost, "/steps/{step}/begin", s.handle(work, s.beginStep))
 					r.Method(http.MethodPost, "/steps/{step}/complete", s.handle(work, s.completeStep))
 					r.Method(http.MethodPost, "/steps/{step}/fail", s.handle(work, s.failStep))
+					r.Method(http.MethodPost, "/steps/{step}/wait", s.handle(work, s.wait))
+					r.Method(http.MethodPost, "/steps/{step}/child", s.handle(work, s.child))
 				})
 			})
 			r.Method(http.MethodGet, "/stats", s.handle(nsRead, s.stats))

@@ -135,7 +135,7 @@ func TestValidatorRejectsMismatches(t *testing.T) {
 				"max_attempts": 5, "initial_interval_ms": 1000, "backoff_coefficient": 2.0,
 				"max_interval_ms": 300000, "non_retryable_error_types": []string{},
 			},
-			"worker_id": nil, "lease_expires_at": nil, "available_at": "2025-01-02T03:04:05.123456Z",
+			"worker_id": nil, "lease_expires_at": nil, "available_at": "2025-01-02T03:04:05.123456Z", "waiting_for": nil, "parent_run_id": nil,
 			"created_at": "2025-01-02T03:04:05.123456Z", "started_at": nil, "finished_at": nil,
 		}
 	}

@@ -140,6 +140,8 @@ type request struct {
 	// clock, when set, is filled from the answer, to read the server's
 	// times in it on the local clock.
 	clock *answerClock
+	// header holds the request's own headers (Idempotency-Key).
+	header http.Header
 }
 
 // answerClock is the server's time when it answered (its Date header) and
@@ -180,7 +182,7 @@ func (c *Client) do(ctx context.Context, r request, out any) (int, error) {
 		defer cancel()
 	}
 	for attempt := 1; ; attempt++ {
-		status, err := c.once(ctx, r.method, u, body, out, r.clock)
+		status, err := c.once(ctx, r.method, u, body, out, r.clock, r.header)
 		if err == nil {
 			return status, nil
 		}
@@ -211,7 +213,7 @@ func (c *Client) retryable(ctx context.Context, r request, err error) bool {
 }
 
 // once sends one request and reads its answer.
-func (c *Client) once(ctx context.Context, method, u string, body []byte, out any, clock *answerClock) (int, error) {
+func (c *Client) once(ctx context.Context, method, u string, body []byte, out any, clock *answerClock, header http.Header) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -221,6 +223,9 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 		return 0, fmt.Errorf("kagzi: %s %s: %w", method, u, err)
 	}
 	for k, v := range c.header {
+		req.Header[k] = v
+	}
+	for k, v := range header {
 		req.Header[k] = v
 	}
 	req.Header.Set("Accept", "application/json")

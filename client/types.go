@@ -47,10 +47,15 @@ type Run struct {
 	RetryPolicy    RetryPolicy `json:"retry_policy"`
 	WorkerID       string      `json:"worker_id"`
 	LeaseExpiresAt time.Time   `json:"lease_expires_at"`
-	AvailableAt    time.Time   `json:"available_at"`
-	CreatedAt      time.Time   `json:"created_at"`
-	StartedAt      time.Time   `json:"started_at"`
-	FinishedAt     time.Time   `json:"finished_at"`
+	// AvailableAt is zero for a run parked in a wait without a timeout.
+	AvailableAt time.Time `json:"available_at"`
+	// WaitingFor names the signals a run parked in a wait waits for.
+	WaitingFor []string `json:"waiting_for"`
+	// ParentRunID is the run whose child step started this one, or "".
+	ParentRunID string    `json:"parent_run_id"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at"`
+	FinishedAt  time.Time `json:"finished_at"`
 }
 
 // Result decodes a completed run's output into out (a pointer, or nil to

@@ -3,6 +3,7 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code is the stable, machine-readable kind of an error. The API maps each
@@ -25,6 +26,9 @@ const (
 	CodeUnsupportedMediaType Code = "unsupported_media_type"
 	CodeUnavailable          Code = "unavailable"
 	CodeInternal             Code = "internal"
+	CodeRunFinished          Code = "run_finished"
+	CodeIdempotencyReused    Code = "idempotency_key_reused"
+	CodeResourceExhausted    Code = "resource_exhausted"
 )
 
 // Error is an error the client can act on: a code, the input at fault (if
@@ -35,6 +39,9 @@ type Error struct {
 	Code    Code
 	Field   string
 	Message string
+	// RetryAfter, when positive, says when the request may succeed if
+	// tried again (the Retry-After header of a 429).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

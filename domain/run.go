@@ -55,7 +55,9 @@ type Run struct {
 	RetryPolicy    RetryPolicy     `json:"retry_policy"`
 	WorkerID       *string         `json:"worker_id"`
 	LeaseExpiresAt *time.Time      `json:"lease_expires_at"`
-	AvailableAt    time.Time       `json:"available_at"`
+	AvailableAt    *time.Time      `json:"available_at"`
+	WaitingFor     []string        `json:"waiting_for"`
+	ParentRunID    *string         `json:"parent_run_id"`
 	ScheduleID     *string         `json:"schedule_id"`
 	CreatedAt      time.Time       `json:"created_at"`
 	StartedAt      *time.Time      `json:"started_at"`

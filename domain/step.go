@@ -16,6 +16,8 @@ type StepKind string
 const (
 	StepFunction StepKind = "function"
 	StepSleep    StepKind = "sleep"
+	StepWait     StepKind = "wait"
+	StepChild    StepKind = "child"
 )
 
 // StepStatus is the state of one attempt of a step.

@@ -144,6 +144,7 @@ const claimTailSQL = `, claimed AS (
 		status = 'running',
 		attempt = r.attempt + r.new_attempt::int,
 		new_attempt = false,
+		waiting_for = NULL,
 		lease_id = gen_random_uuid(),
 		lease_expires_at = now() + $6 * interval '1 millisecond',
 		worker_id = slots.worker_id,

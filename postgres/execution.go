@@ -448,19 +448,30 @@ func (s *Store) notCompleted(ctx context.Context, r completeReq) error {
 var completedStepError = runEndedStepError("completed")
 
 func (s *Store) queryCompleteRuns(ctx context.Context, done []bool, args ...any) error {
-	rows, err := s.pool.Query(ctx, completeRunsSQL, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var i int
-		if err := rows.Scan(&i, nil); err != nil {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, completeRunsSQL, args...)
+		if err != nil {
 			return err
 		}
-		done[i-1] = true
-	}
-	return rows.Err()
+		var ids []string
+		runIDs := args[1].([]string)
+		for rows.Next() {
+			var i int
+			if err := rows.Scan(&i, nil); err != nil {
+				rows.Close()
+				return err
+			}
+			done[i-1] = true
+			ids = append(ids, runIDs[i-1])
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// The completed children's ends reach their parents in this
+		// transaction; a statement that finds no child costs one index probe.
+		return endChildren(ctx, tx, ids)
+	})
 }
 
 // refused reports whether PostgreSQL refused a statement for what it was
@@ -533,8 +544,10 @@ func (s *Store) FailRun(ctx context.Context, namespace, runID, leaseID string, e
 		if retry {
 			how = "attempt failed"
 		}
-		_, err = tx.Exec(ctx, failRunningStepsSQL, []string{runID}, runEndedStepError(how))
-		return err
+		if _, err = tx.Exec(ctx, failRunningStepsSQL, []string{runID}, runEndedStepError(how)); err != nil {
+			return err
+		}
+		return endChildren(ctx, tx, []string{runID})
 	})
 	return run, err
 }
@@ -609,8 +622,10 @@ func (s *Store) RescueExpired(ctx context.Context, limit int) (retried, failed i
 		if err := tx.QueryRow(ctx, rescueSQL, ids, retries, delays, e).Scan(&retried, &failed, &notified); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, failRunningStepsSQL, ids, e)
-		return err
+		if _, err = tx.Exec(ctx, failRunningStepsSQL, ids, e); err != nil {
+			return err
+		}
+		return endChildren(ctx, tx, ids)
 	})
 	return retried, failed, err
 }

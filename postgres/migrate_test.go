@@ -508,7 +508,7 @@ func assertMigrated(t *testing.T, ctx context.Context, mg *postgres.Migrator, co
 	if err != nil || v != migrations.Latest() || dirty {
 		t.Fatalf("Version() = %d, dirty %v, %v; want %d, false, nil", v, dirty, err, migrations.Latest())
 	}
-	want := append([]string{"schema_migrations", "api_keys"}, kagziTables...)
+	want := append([]string{"schema_migrations", "api_keys", "signals"}, kagziTables...)
 	slices.Sort(want)
 	if got := publicTables(t, ctx, conn); !slices.Equal(got, want) {
 		t.Fatalf("tables = %v, want %v", got, want)

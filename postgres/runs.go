@@ -16,7 +16,7 @@ import (
 // scanRun reads them.
 const runColumns = `run_id, namespace, task_queue, workflow_type, external_id, version, status,
 	error, attempt, retry_policy, worker_id, lease_expires_at, available_at, created_at,
-	started_at, finished_at, schedule_id`
+	started_at, finished_at, schedule_id, waiting_for, parent_run_id`
 
 // runColumnsWithPayload adds input and output.
 const runColumnsWithPayload = runColumns + `, input, output`
@@ -24,11 +24,11 @@ const runColumnsWithPayload = runColumns + `, input, output`
 func runDest(r *domain.Run) []any {
 	return []any{&r.RunID, &r.Namespace, &r.TaskQueue, &r.WorkflowType, &r.ExternalID, &r.Version,
 		&r.Status, &r.Error, &r.Attempt, &r.RetryPolicy, &r.WorkerID, &r.LeaseExpiresAt,
-		&r.AvailableAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.ScheduleID}
+		&r.AvailableAt, &r.CreatedAt, &r.StartedAt, &r.FinishedAt, &r.ScheduleID, &r.WaitingFor, &r.ParentRunID}
 }
 
 func normalizeRun(r *domain.Run) {
-	utc(&r.AvailableAt)
+	r.AvailableAt = utcp(r.AvailableAt)
 	utc(&r.CreatedAt)
 	r.LeaseExpiresAt = utcp(r.LeaseExpiresAt)
 	r.StartedAt = utcp(r.StartedAt)
@@ -305,7 +305,13 @@ var cancelledStepError = runEndedStepError("was cancelled")
 // failed run is a conflict.
 func (s *Store) CancelRun(ctx context.Context, namespace, runID string) (domain.Run, error) {
 	var run domain.Run
-	err := scanRun(s.pool.QueryRow(ctx, cancelRunSQL, namespace, runID, cancelledStepError), &run, &run.Input, &run.Output, nil)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := scanRun(tx.QueryRow(ctx, cancelRunSQL, namespace, runID, cancelledStepError), &run, &run.Input, &run.Output, nil)
+		if err != nil {
+			return err
+		}
+		return endChildren(ctx, tx, []string{runID})
+	})
 	if err == nil {
 		fillPayload(&run)
 		return run, nil

@@ -217,8 +217,12 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("after Retry: status %s, want pending", got)
 	}
 
-	// Cancel another.
+	// Cancel another, after a look at its inbox.
+	e.call("POST", base+"/workflows/"+waiting+"/signals/approve", map[string]any{"input": map[string]any{"by": "ada-e2e"}}, nil, http.StatusAccepted)
 	e.open("/run/"+waiting+"?ns=default", "run")
+	e.waitText("Inbox")
+	e.waitText("ada-e2e")
+	e.waitText("This run has started no child.")
 	// By keyboard: focus the button, press Enter.
 	e.run("cancel", chromedp.Focus(`//button[text()="Cancel run"]`, chromedp.BySearch),
 		chromedp.KeyEvent("\r"))

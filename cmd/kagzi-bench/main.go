@@ -47,6 +47,7 @@ type options struct {
 	duration                  time.Duration
 	json                      bool
 	protocol                  string
+	signalRoundTrips          int
 }
 
 func main() {
@@ -67,6 +68,7 @@ func main() {
 	flag.IntVar(&o.queueLimit, "queue-limit", 0, "set the queue's max_concurrent to this first (0: no limit)")
 	flag.BoolVar(&o.json, "json", false, "print the report as JSON")
 	flag.StringVar(&o.protocol, "protocol", protocolSDK, "workers: sdk (Go SDK), http (plain HTTP, steps and completions in batches), http-begin (plain HTTP, begin and complete per step)")
+	flag.IntVar(&o.signalRoundTrips, "signal-round-trips", 0, "instead of the load, send this many signals to runs parked in a wait, one at a time, and report how long each took to reach the workflow code")
 	cpuProfile := flag.String("cpuprofile", "", "write this tool's CPU profile to the file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -85,6 +87,19 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.signalRoundTrips > 0 {
+		rep, err := signalRoundTrips(ctx, o, o.signalRoundTrips)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kagzi-bench:", err)
+			os.Exit(1)
+		}
+		if o.json {
+			_ = json.NewEncoder(os.Stdout).Encode(rep)
+		} else {
+			rep.print(os.Stdout)
+		}
+		return
+	}
 	rep, err := run(ctx, o, os.Stderr)
 	if err != nil {
 		pprof.StopCPUProfile()

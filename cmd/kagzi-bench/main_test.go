@@ -167,3 +167,22 @@ func TestPercentiles(t *testing.T) {
 		})
 	}
 }
+
+func TestSignalRoundTrips(t *testing.T) {
+	t.Parallel()
+	srv := testserver.New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := signalRoundTrips(ctx, options{url: srv.URL, namespace: "bench", queue: "sig"}, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.RoundTrips != 20 || rep.SignalToCodeMS.P50 <= 0 || rep.SignalToCodeMS.P99 < rep.SignalToCodeMS.P50 {
+		t.Fatalf("report %+v", rep)
+	}
+	var out bytes.Buffer
+	rep.print(&out)
+	if !strings.Contains(out.String(), "signal to code") {
+		t.Fatalf("printed %q", out.String())
+	}
+}

@@ -45,6 +45,7 @@ Commands for a running server (KAGZI_URL, default http://localhost:8080; KAGZI_A
   kagzi runs list [--status S,S] [--queue Q] [--type T] [--limit N] [--cursor C]
   kagzi runs cancel RUN_ID
   kagzi runs retry RUN_ID
+  kagzi runs signal RUN_ID NAME [--input JSON] [--idempotency-key KEY]
   kagzi queues list
   kagzi queues pause|resume QUEUE
   kagzi workers list [--queue Q] [--status S]
@@ -107,6 +108,8 @@ func clientCommand(ctx context.Context, noun string, args []string, stdout io.Wr
 		cmd, want = k.runsCancel, 1
 	case "runs retry":
 		cmd, want = k.runsRetry, 1
+	case "runs signal":
+		cmd, want = k.runsSignal(), 2
 	case "queues list":
 		cmd = k.queuesList
 	case "queues pause":
@@ -479,6 +482,34 @@ func (k *cli) runsRetry(ctx context.Context, pos []string) error {
 	}
 	fmt.Fprintf(k.out, "run %s %s again (attempt %d so far)\n", run.RunID, run.Status, run.Attempt)
 	return nil
+}
+
+func (k *cli) runsSignal() func(context.Context, []string) error {
+	input := k.fs.String("input", "", "the signal's input, JSON")
+	key := k.fs.String("idempotency-key", "", "a key that makes a retried send answer the first")
+	return func(ctx context.Context, pos []string) error {
+		in, err := jsonInput(*input)
+		if err != nil {
+			return err
+		}
+		var opts []client.SignalOption
+		if *key != "" {
+			opts = append(opts, client.WithIdempotencyKey(*key))
+		}
+		sg, err := k.c.Signal(ctx, pos[0], pos[1], in, opts...)
+		if err != nil {
+			return k.notFound(err, "run", pos[0])
+		}
+		if k.json {
+			return k.printJSON(sg)
+		}
+		how := "sent"
+		if sg.Duplicate {
+			how = "already sent"
+		}
+		fmt.Fprintf(k.out, "signal %s #%d %s to run %s (%s)\n", sg.Name, sg.Seq, how, sg.RunID, sg.Status)
+		return nil
+	}
 }
 
 func (k *cli) queuesList(ctx context.Context, _ []string) error {

@@ -289,3 +289,34 @@ func TestCLISendsAPIKey(t *testing.T) {
 		t.Errorf("without a key: exit %d, %q", code, errOut)
 	}
 }
+
+func TestCLIRunsSignal(t *testing.T) {
+	t.Parallel()
+	srv := testserver.New(t)
+	env := map[string]string{"KAGZI_URL": srv.URL}
+	c := client.New(srv.URL)
+	ctx := context.Background()
+	res, err := c.Start(ctx, client.StartRequest{WorkflowType: "expense", TaskQueue: "nobody"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res.Run.RunID
+	out, errOut, code := kagziCLI(t, env, "runs", "signal", id, "approve", "--input", `{"by":"ada"}`, "--idempotency-key", "k1")
+	if want := "signal approve #1 sent to run " + id + " (buffered)\n"; code != 0 || out != want {
+		t.Fatalf("runs signal: exit %d, got %q %q, want %q", code, out, errOut, want)
+	}
+	out, _, code = kagziCLI(t, env, "runs", "signal", id, "approve", "--input", `{"by":"ada"}`, "--idempotency-key", "k1")
+	if want := "signal approve #1 already sent to run " + id + " (buffered)\n"; code != 0 || out != want {
+		t.Fatalf("runs signal again: exit %d, got %q, want %q", code, out, want)
+	}
+	if _, err := c.Cancel(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = kagziCLI(t, env, "runs", "signal", id, "approve")
+	if code != 1 || !strings.Contains(errOut, "run_finished") {
+		t.Fatalf("runs signal to a cancelled run: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code = kagziCLI(t, env, "runs", "signal", id); code != 2 {
+		t.Fatalf("runs signal without a name: exit %d, %q", code, errOut)
+	}
+}

@@ -37,6 +37,8 @@ type Config struct {
 	MaxBatch            int           `split_words:"true" default:"1000" desc:"most runs in one batch start"`
 	MaxBatchBytes       int64         `split_words:"true" default:"33554432" desc:"largest batch request body, in bytes"`
 	MaxHistoryBytes     int64         `split_words:"true" default:"4194304" desc:"most bytes of step history one claim answer carries; a task over it has steps_truncated"`
+	MaxBufferedSignals  int           `split_words:"true" default:"1000" desc:"most signals waiting in one run's inbox; a send over it is refused with 429"`
+	MaxSignalsPerRun    int           `split_words:"true" default:"10000" desc:"most signals one run may ever receive"`
 	MaxWaitMS           int64         `split_words:"true" default:"60000" desc:"longest long-poll (claim, wait for a run), in ms"`
 	LeaseDurationMS     int64         `split_words:"true" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
 	HeartbeatIntervalMS int64         `split_words:"true" default:"10000" desc:"interval workers are told to heartbeat at, in ms; less than half the lease"`
@@ -105,6 +107,8 @@ func (c Config) validate() error {
 		{"MAX_BATCH", int64(c.MaxBatch)},
 		{"MAX_BATCH_BYTES", c.MaxBatchBytes},
 		{"MAX_HISTORY_BYTES", c.MaxHistoryBytes},
+		{"MAX_BUFFERED_SIGNALS", int64(c.MaxBufferedSignals)},
+		{"MAX_SIGNALS_PER_RUN", int64(c.MaxSignalsPerRun)},
 		{"LEASE_DURATION_MS", c.LeaseDurationMS},
 		{"HEARTBEAT_INTERVAL_MS", c.HeartbeatIntervalMS},
 	}
@@ -179,6 +183,7 @@ func (c Config) limits() api.Limits {
 		MaxWait:           ms(c.MaxWaitMS),
 		LeaseDuration:     ms(c.LeaseDurationMS),
 		HeartbeatInterval: ms(c.HeartbeatIntervalMS),
+		Signals:           domain.SignalLimits{MaxBuffered: c.MaxBufferedSignals, MaxPerRun: c.MaxSignalsPerRun},
 	}
 }
 

@@ -198,10 +198,12 @@ async function runs(params) {
 async function run(params, runID) {
   const ns = currentNS();
   const path = nsPath(ns) + '/workflows/' + encodeURIComponent(runID);
-  const [r, steps] = await Promise.all([api('GET', path), api('GET', path + '/steps')]);
+  const [r, steps, inbox, kids] = await Promise.all([api('GET', path), api('GET', path + '/steps'),
+    api('GET', path + '/signals', { query: { limit: 100 } }), api('GET', path + '/children', { query: { limit: 100 } })]);
   const live = ['pending', 'sleeping', 'running'].includes(r.status);
   const actions = h('div', { class: 'actions' },
     live ? button('Cancel run', () => confirm('Cancel this run?') && act('Cancel the run', () => api('POST', path + '/cancel'))) : null,
+    live ? button('Send signal', () => sendSignal(path)) : null,
     ['failed', 'cancelled'].includes(r.status) ? button('Retry run', () => act('Retry the run', () => api('POST', path + '/retry'))) : null);
   const facts = [
     ['Status', status(r.status)], ['Workflow type', r.workflow_type], ['Task queue', r.task_queue],
@@ -209,8 +211,16 @@ async function run(params, runID) {
     ['External ID', r.external_id || '—'], ['Version', r.version || '—'],
     ['Schedule', r.schedule_id ? h('a', { href: link('runs', '', { schedule_id: r.schedule_id }) }, r.schedule_id) : '—'],
     ['Created', when(r.created_at)], ['Started', when(r.started_at)], ['Finished', when(r.finished_at)],
-    ['Available', when(r.available_at)], ['Worker', r.worker_id || '—'],
+    ['Available', r.available_at ? when(r.available_at) : (r.waiting_for ? 'when a signal comes' : '—')], ['Worker', r.worker_id || '—'],
+    ['Waiting for', r.waiting_for ? r.waiting_for.join(', ') : '—'],
+    ['Parent', r.parent_run_id ? h('a', { href: link('run', r.parent_run_id), class: 'mono' }, r.parent_run_id) : '—'],
   ];
+  const signalRows = inbox.signals.map((sg) => h('tr', {},
+    h('td', { class: 'num' }, sg.seq), h('th', { scope: 'row' }, sg.name), h('td', {}, status(sg.status)),
+    h('td', {}, sg.step || '—'), h('td', {}, h('code', {}, truncate(JSON.stringify(sg.input), 80))), h('td', {}, when(sg.created_at))));
+  const childRows = kids.children.map((c) => h('tr', {},
+    h('td', {}, h('a', { href: link('run', c.run_id), class: 'mono' }, c.run_id)), h('td', {}, c.workflow_type),
+    h('td', {}, status(c.status)), h('td', {}, when(c.created_at))));
   const start = steps.steps.length ? Math.min(...steps.steps.map((s) => new Date(s.created_at).getTime())) : 0;
   const end = Math.max(start + 1, ...steps.steps.map((s) => new Date(s.finished_at || Date.now()).getTime()));
   const stepRows = steps.steps.map((s) => {
@@ -236,7 +246,29 @@ async function run(params, runID) {
     h('section', {}, h('h2', {}, 'Steps'),
       table(['Step', 'Kind', 'Attempt', 'Status', 'Took', 'Timeline', 'Output or error'], stepRows, 'This run has recorded no step yet.'),
       steps.next_cursor ? h('p', { class: 'muted' }, `Only the first ${steps.steps.length} step attempts are shown.`) : null),
+    h('section', {}, h('h2', {}, 'Inbox'),
+      table(['Seq', 'Signal', 'Status', 'Taken by step', 'Input', 'Sent'], signalRows, 'No signal has been sent to this run.'),
+      inbox.next_cursor ? h('p', { class: 'muted' }, `Only the first ${inbox.signals.length} signals are shown.`) : null),
+    h('section', {}, h('h2', {}, 'Children'),
+      table(['Run', 'Type', 'Status', 'Created'], childRows, 'This run has started no child.'),
+      kids.next_cursor ? h('p', { class: 'muted' }, `Only the first ${kids.children.length} children are shown.`) : null),
   ];
+}
+
+// sendSignal asks for a signal's name and input, and sends it to the run.
+function sendSignal(path) {
+  const name = prompt('Signal name');
+  if (!name) return null;
+  const text = prompt('Input (JSON)', 'null');
+  if (text === null) return null;
+  let input;
+  try {
+    input = JSON.parse(text);
+  } catch (err) {
+    say('Could not send the signal: the input is not JSON (' + err.message + ').');
+    return null;
+  }
+  return act('Send the signal', () => api('POST', path + '/signals/' + encodeURIComponent(name), { body: { input } }));
 }
 
 function truncate(s, n) {

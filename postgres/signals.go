@@ -1,0 +1,383 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kagzi/kagzi/domain"
+)
+
+// A run's inbox is the signals table. Sending and waiting both lock the
+// run's row first, so that a signal is either seen by the wait that parks
+// the run, or delivered by its send to the parked wait step: never missed.
+
+const signalColumns = `signal_id, run_id, name, seq, status, step, created_at`
+
+func scanSignal(row pgx.Row, sg *domain.Signal, extra ...any) error {
+	err := row.Scan(append([]any{&sg.SignalID, &sg.RunID, &sg.Name, &sg.Seq, &sg.Status, &sg.Step, &sg.CreatedAt}, extra...)...)
+	utc(&sg.CreatedAt)
+	return err
+}
+
+const signalByKeySQL = `SELECT ` + signalColumns + `, target, input FROM signals WHERE namespace = $1 AND idempotency_key = $2`
+
+const lockRunByIDSQL = `SELECT run_id, status, attempt FROM workflow_runs WHERE namespace = $1 AND run_id = $2 FOR UPDATE`
+
+const lockRunByExternalIDSQL = `
+SELECT run_id, status, attempt FROM workflow_runs
+WHERE namespace = $1 AND external_id = $2 AND status IN ('pending', 'sleeping', 'running') FOR UPDATE`
+
+// inboxSQL reads, once the run is locked, its buffered signals, its last
+// seq, and the wait step of its attempt $3 that waits for signal $2 and
+// has not resolved yet (NULL when none does).
+const inboxSQL = `
+SELECT count(*) FILTER (WHERE status = 'buffered'), COALESCE(max(seq), 0),
+	(SELECT name FROM workflow_steps
+	WHERE run_id = $1 AND kind = 'wait' AND status = 'running' AND run_attempt = $3
+		AND (input->'signals')::jsonb ? $2
+	ORDER BY seq LIMIT 1)
+FROM signals WHERE run_id = $1`
+
+const insertSignalSQL = `
+INSERT INTO signals (signal_id, namespace, run_id, seq, name, input, status, step, idempotency_key, target)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, ''), $10)
+ON CONFLICT (namespace, idempotency_key) DO NOTHING
+RETURNING ` + signalColumns
+
+// resolveWaitStepSQL records a wait step's outcome.
+const resolveWaitStepSQL = `
+UPDATE workflow_steps SET status = 'completed', output = $3, finished_at = now()
+WHERE run_id = $1 AND name = $2 AND kind = 'wait' AND status = 'running'
+RETURNING ` + stepColumns
+
+// deliverSQL records the wait step $2 of run $1 resolved with output $3,
+// and makes the run, parked in that wait, claimable now, notifying its
+// queue in the same transaction. A run whose deadline came first (pending
+// or running again) only forgets what it waited for.
+const deliverSQL = `
+WITH st AS (
+	UPDATE workflow_steps SET status = 'completed', output = $3, finished_at = now()
+	WHERE run_id = $1 AND name = $2 AND kind = 'wait' AND status = 'running'
+), r AS (
+	UPDATE workflow_runs SET waiting_for = NULL,
+		status = CASE WHEN status = 'sleeping' THEN 'pending' ELSE status END,
+		available_at = CASE WHEN status = 'sleeping' THEN now() ELSE available_at END
+	WHERE run_id = $1 AND waiting_for IS NOT NULL
+	RETURNING namespace, task_queue, status
+)
+SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r WHERE status = 'pending'`
+
+// errKeyRaced says a concurrent send committed the same idempotency key
+// first: the send is looked up again.
+var errKeyRaced = errors.New("idempotency key raced")
+
+// SendSignal puts a signal in its run's inbox, or hands it straight to the
+// wait step that waits for it, waking the run. A send with an idempotency
+// key seen before answers the signal as it is now, with duplicate true,
+// when it is the same request (target, name and input as a JSON value);
+// otherwise it is refused. A refused send writes nothing.
+func (s *Store) SendSignal(ctx context.Context, namespace string, req domain.SendSignal, limits domain.SignalLimits) (sg domain.Signal, duplicate bool, err error) {
+	for try := 0; ; try++ {
+		err = s.inTx(ctx, "send signal "+req.Name, func(tx pgx.Tx) error {
+			var e error
+			sg, duplicate, e = sendSignal(ctx, tx, namespace, req, limits)
+			return e
+		})
+		if !errors.Is(err, errKeyRaced) || try > 2 {
+			return sg, duplicate, err
+		}
+	}
+}
+
+func sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.SendSignal, limits domain.SignalLimits) (domain.Signal, bool, error) {
+	var sg domain.Signal
+	if req.IdempotencyKey != "" {
+		found, err := replaySignal(ctx, tx, namespace, req, &sg)
+		if found || err != nil {
+			return sg, found, err
+		}
+	}
+	var runID string
+	var status domain.RunStatus
+	var attempt int
+	var err error
+	if req.Target.RunID != "" {
+		err = tx.QueryRow(ctx, lockRunByIDSQL, namespace, req.Target.RunID).Scan(&runID, &status, &attempt)
+	} else {
+		err = tx.QueryRow(ctx, lockRunByExternalIDSQL, namespace, req.Target.ExternalID).Scan(&runID, &status, &attempt)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		if req.Target.RunID != "" {
+			return sg, false, domain.Errorf(domain.CodeNotFound, "run %s not found", req.Target.RunID)
+		}
+		return sg, false, domain.Errorf(domain.CodeNotFound, "no live run holds external_id %q", req.Target.ExternalID)
+	}
+	if err != nil {
+		return sg, false, err
+	}
+	switch status {
+	case domain.RunCompleted, domain.RunFailed, domain.RunCancelled:
+		return sg, false, domain.Errorf(domain.CodeRunFinished, "run %s has finished (%s)", runID, status)
+	}
+	var buffered, last int64
+	var step *string // the wait step the signal goes to
+	if err := tx.QueryRow(ctx, inboxSQL, runID, req.Name, attempt).Scan(&buffered, &last, &step); err != nil {
+		return sg, false, err
+	}
+	if last >= int64(limits.MaxPerRun) {
+		return sg, false, domain.Errorf(domain.CodeResourceExhausted,
+			"run %s has received %d signals, its most", runID, limits.MaxPerRun)
+	}
+	if buffered >= int64(limits.MaxBuffered) {
+		return sg, false, &domain.Error{Code: domain.CodeResourceExhausted, RetryAfter: time.Second,
+			Message: fmt.Sprintf("run %s has %d signals waiting in its inbox, its most", runID, buffered)}
+	}
+	sigStatus := domain.SignalBuffered
+	if step != nil {
+		sigStatus = domain.SignalDelivered
+	}
+	err = scanSignal(tx.QueryRow(ctx, insertSignalSQL, newID(), namespace, runID, last+1, req.Name,
+		req.Input, sigStatus, step, req.IdempotencyKey, req.Target.Key()), &sg)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return sg, false, errKeyRaced // rolled back; the key's first send is replayed
+	}
+	if err != nil || step == nil {
+		return sg, false, err
+	}
+	out, err := json.Marshal(domain.WaitOutput{Signal: &domain.WaitSignal{
+		Name: sg.Name, Input: req.Input, Seq: sg.Seq, SignalID: sg.SignalID}})
+	if err != nil {
+		return sg, false, err
+	}
+	_, err = tx.Exec(ctx, deliverSQL, runID, *step, out)
+	return sg, false, err
+}
+
+// replaySignal looks the send's idempotency key up: found, it fills sg
+// when the request is the same, and refuses it otherwise.
+func replaySignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.SendSignal, sg *domain.Signal) (bool, error) {
+	var target string
+	var input json.RawMessage
+	err := scanSignal(tx.QueryRow(ctx, signalByKeySQL, namespace, req.IdempotencyKey), sg, &target, &input)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if target != req.Target.Key() || sg.Name != req.Name || !sameJSON(input, req.Input) {
+		return false, domain.Errorf(domain.CodeIdempotencyReused,
+			"Idempotency-Key %q was used for another request", req.IdempotencyKey)
+	}
+	return true, nil
+}
+
+// sameJSON reports whether a and b are the same JSON value.
+func sameJSON(a, b json.RawMessage) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// resolveWait records a wait step's outcome into st.
+func resolveWait(ctx context.Context, tx pgx.Tx, runID, step string, out domain.WaitOutput, st *domain.Step) error {
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	return scanStep(tx.QueryRow(ctx, resolveWaitStepSQL, runID, step, b), st)
+}
+
+const oldestBufferedSQL = `
+SELECT signal_id, name, seq, input FROM signals
+WHERE run_id = $1 AND status = 'buffered' AND name = ANY($2)
+ORDER BY seq LIMIT 1`
+
+const deliverSignalSQL = `UPDATE signals SET status = 'delivered', step = $2 WHERE signal_id = $1`
+
+const deadlineSQL = `
+SELECT CASE WHEN $1::timestamptz IS NOT NULL THEN $1::timestamptz
+	WHEN $2::bigint IS NOT NULL THEN now() + $2 * interval '1 millisecond' END, now()`
+
+// parkWaitSQL ends the lease and parks the run until a signal it waits
+// for arrives or its deadline ($2, NULL for none) passes; the queue is
+// notified, so that its claims' timers learn the deadline.
+const parkWaitSQL = `
+WITH r AS (
+	UPDATE workflow_runs SET status = 'sleeping', available_at = $2, waiting_for = $3,
+		lease_id = NULL, lease_expires_at = NULL, new_attempt = false
+	WHERE run_id = $1 RETURNING namespace, task_queue
+)
+SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r`
+
+// Wait is a worker's wait step: it resolves with the oldest buffered
+// signal it waits for, or with a timeout once its deadline has passed, or
+// parks the run (the lease ends) until one of those. The first call for a
+// step fixes its deadline; a resolved step answers its recorded outcome.
+// A timed-out wait resolves at the replayed wait call after the deadline,
+// so a signal that arrives first still wins.
+func (s *Store) Wait(ctx context.Context, namespace, runID, leaseID string, req domain.WaitRequest) (res domain.WaitResult, err error) {
+	err = s.inTx(ctx, "wait "+req.Step, func(tx pgx.Tx) error {
+		runAttempt, _, err := fence(ctx, tx, namespace, runID, leaseID)
+		if err != nil {
+			return err
+		}
+		latest, err := currentStep(ctx, tx, runID, req.Step, runAttempt)
+		switch {
+		case err != nil:
+			return err
+		case latest.found && latest.Kind != domain.StepWait:
+			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a wait", req.Step, latest.Kind)
+		case latest.found && latest.Status == domain.StepCompleted:
+			res.Resolved, res.Step = true, latest.Step
+			return nil
+		}
+		var deadline *time.Time
+		var now time.Time
+		var ms *int64
+		if req.Timeout != nil {
+			v := req.Timeout.Milliseconds()
+			ms = &v
+		}
+		if err := tx.QueryRow(ctx, deadlineSQL, req.Until, ms).Scan(&deadline, &now); err != nil {
+			return err
+		}
+		if latest.found && latest.Status == domain.StepRunning {
+			deadline = latest.WakeUpAt // fixed by the first call
+		} else {
+			input, err := json.Marshal(map[string][]string{"signals": req.Signals})
+			if err != nil {
+				return err
+			}
+			var st domain.Step
+			if err := scanStep(tx.QueryRow(ctx, insertStepSQL, runID, req.Step, latest.Attempt+1,
+				domain.StepWait, domain.StepRunning, input, nil, deadline, runAttempt), &st); err != nil {
+				return err
+			}
+		}
+		var sig domain.WaitSignal
+		err = tx.QueryRow(ctx, oldestBufferedSQL, runID, req.Signals).Scan(&sig.SignalID, &sig.Name, &sig.Seq, &sig.Input)
+		switch {
+		case err == nil:
+			if _, err := tx.Exec(ctx, deliverSignalSQL, sig.SignalID, req.Step); err != nil {
+				return err
+			}
+			res.Resolved = true
+			return resolveWait(ctx, tx, runID, req.Step, domain.WaitOutput{Signal: &sig}, &res.Step)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		if deadline != nil && !deadline.After(now) {
+			res.Resolved = true
+			return resolveWait(ctx, tx, runID, req.Step, domain.WaitOutput{TimedOut: true}, &res.Step)
+		}
+		res.WakeAt = utcp(deadline)
+		_, err = tx.Exec(ctx, parkWaitSQL, runID, deadline, req.Signals)
+		return err
+	})
+	return res, err
+}
+
+const listSignalsSQL = `
+SELECT ` + signalColumns + `, input FROM signals
+WHERE run_id = $1 AND seq > $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR name = $4)
+ORDER BY seq LIMIT $5`
+
+// ListSignals reads a page of a run's inbox, oldest first.
+func (s *Store) ListSignals(ctx context.Context, namespace, runID string, f domain.SignalFilter) ([]domain.Signal, string, error) {
+	var after int64
+	if f.Page.After != "" {
+		var err error
+		if after, err = strconv.ParseInt(f.Page.After, 10, 64); err != nil {
+			return nil, "", fmt.Errorf("list signals of %s: bad key %q: %w", runID, f.Page.After, err)
+		}
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, runExistsSQL, namespace, runID).Scan(&exists); err != nil {
+		return nil, "", fmt.Errorf("list signals of %s: %w", runID, translate(err))
+	}
+	if !exists {
+		return nil, "", fmt.Errorf("list signals of %s: %w", runID, domain.Errorf(domain.CodeNotFound, "run %s not found", runID))
+	}
+	rows, err := s.pool.Query(ctx, listSignalsSQL, runID, after, string(f.Status), f.Name, f.Page.Limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list signals of %s: %w", runID, translate(err))
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (domain.Signal, error) {
+		var sg domain.Signal
+		return sg, scanSignal(row, &sg, &sg.Input)
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list signals of %s: %w", runID, translate(err))
+	}
+	list, next, _ := nextPage(list, f.Page.Limit, func(sg domain.Signal) string { return strconv.FormatInt(sg.Seq, 10) })
+	return slices.Clip(list), next, nil
+}
+
+const runByIDSQL = `SELECT ` + runColumns + ` FROM workflow_runs WHERE run_id = $1`
+
+// SignalWithStart starts the run n (its external ID set) and signals it,
+// or signals the live run holding the external ID, in one transaction: of
+// concurrent calls, one starts the run and the others signal it. A retry
+// with the same idempotency key answers the first call's run and signal
+// as they are now, duplicate, and starts nothing, even after the run
+// ended.
+func (s *Store) SignalWithStart(ctx context.Context, namespace string, n domain.NewRun, req domain.SendSignal, limits domain.SignalLimits) (res domain.SignalWithStartResult, err error) {
+	req.Target = domain.SignalTarget{ExternalID: *n.ExternalID, WithStart: true}
+	for try := 0; ; try++ {
+		res = domain.SignalWithStartResult{}
+		err = s.inTx(ctx, "signal with start "+req.Name, func(tx pgx.Tx) error {
+			if req.IdempotencyKey != "" {
+				found, err := replaySignal(ctx, tx, namespace, req, &res.Signal)
+				if err != nil {
+					return err
+				}
+				if found {
+					res.Duplicate = true
+					return scanRun(tx.QueryRow(ctx, runByIDSQL, res.Signal.RunID), &res.Run)
+				}
+			}
+			err := scanRun(tx.QueryRow(ctx, startRunSQL, newID(), namespace, n.TaskQueue, n.WorkflowType,
+				n.ExternalID, n.Version, n.Input, n.RetryPolicy, n.StartAt, n.StartDelay.Milliseconds()), &res.Run, nil)
+			switch {
+			case err == nil:
+				res.Started = true
+			case errors.Is(err, pgx.ErrNoRows):
+				// A live run holds the external ID: lock it. When it ended
+				// meanwhile, start again.
+				var status domain.RunStatus
+				var attempt int
+				err = tx.QueryRow(ctx, lockRunByExternalIDSQL, namespace, *n.ExternalID).Scan(&res.Run.RunID, &status, &attempt)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return errKeyRaced
+				}
+			}
+			if err != nil {
+				return err
+			}
+			sendReq := req
+			sendReq.Target.RunID = res.Run.RunID
+			res.Signal, res.Duplicate, err = sendSignal(ctx, tx, namespace, sendReq, limits)
+			if err != nil {
+				return err
+			}
+			if res.Duplicate && res.Started {
+				return errKeyRaced // the key's first call committed meanwhile: replay it
+			}
+			return scanRun(tx.QueryRow(ctx, runByIDSQL, res.Signal.RunID), &res.Run)
+		})
+		if !errors.Is(err, errKeyRaced) || try > 5 {
+			return res, err
+		}
+	}
+}
