@@ -13,6 +13,10 @@
 // COMMENT ON TABLE schema_migrations IS 'kagzi:breaks-older-than N', N
 // its own version (its down migration sets it to NULL), and binaries that
 // need a version below N turn unready (see postgres.BreaksOlderMarker).
+//
+// Version numbers may skip (work developed side by side took ranges of
+// its own); only their order matters, and a dirty migration is retried
+// from the version that exists before it (Previous).
 package migrations
 
 import "embed"
