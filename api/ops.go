@@ -52,6 +52,7 @@ type infoLimits struct {
 	MaxPayloadBytes     int   `json:"max_payload_bytes"`
 	WarnPayloadBytes    int   `json:"warn_payload_bytes"`
 	MaxBatchSize        int   `json:"max_batch_size"`
+	MaxBatchBytes       int64 `json:"max_batch_bytes"`
 	MaxWaitMS           int64 `json:"max_wait_ms"`
 	LeaseDurationMS     int64 `json:"lease_duration_ms"`
 	HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
@@ -97,6 +98,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 			MaxPayloadBytes:     l.Payload.MaxBytes,
 			WarnPayloadBytes:    l.Payload.WarnBytes,
 			MaxBatchSize:        l.MaxBatch,
+			MaxBatchBytes:       l.MaxBatchBytes,
 			MaxWaitMS:           l.MaxWait.Milliseconds(),
 			LeaseDurationMS:     l.LeaseDuration.Milliseconds(),
 			HeartbeatIntervalMS: l.HeartbeatInterval.Milliseconds(),

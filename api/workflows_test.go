@@ -1074,6 +1074,7 @@ func TestInfoReportsLimits(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withLimits(func(l *api.Limits) {
 		l.MaxBatch = 7
+		l.MaxBatchBytes = 5 << 20
 		l.MaxWait = 1234 * time.Millisecond
 		l.LeaseDuration = 4321 * time.Millisecond
 		l.HeartbeatInterval = 987 * time.Millisecond
@@ -1086,7 +1087,7 @@ func TestInfoReportsLimits(t *testing.T) {
 	e.do(t, "GET", "/v1/info", nil).wantStatus(t, http.StatusOK).decode(t, &info)
 	want := map[string]int64{
 		"max_payload_bytes": 2097152, "warn_payload_bytes": 1048576, "max_batch_size": 7,
-		"max_wait_ms": 1234, "lease_duration_ms": 4321, "heartbeat_interval_ms": 987,
+		"max_batch_bytes": 5 << 20, "max_wait_ms": 1234, "lease_duration_ms": 4321, "heartbeat_interval_ms": 987,
 		"max_history_bytes": 4 << 20, "max_buffered_signals": 1000, "max_signals_per_run": 10000,
 	}
 	if info.Version != testVersion || info.APIVersion != "v1" || fmt.Sprint(info.Limits) != fmt.Sprint(want) {

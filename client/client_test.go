@@ -293,7 +293,8 @@ func testTypedErrors(t *testing.T, e *env) {
 		t.Errorf("Get in another namespace = %v, want not_found", err)
 	}
 	info, err := e.c.Info(ctx)
-	if err != nil || info.APIVersion != "v1" || info.Limits.HeartbeatIntervalMS != testHeartbeat.Milliseconds() {
+	if err != nil || info.APIVersion != "v1" || info.Auth != "off" || info.Limits.MaxBatchBytes <= 0 ||
+		info.Limits.HeartbeatIntervalMS != testHeartbeat.Milliseconds() {
 		t.Errorf("Info = %+v, %v", info, err)
 	}
 }

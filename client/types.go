@@ -289,10 +289,13 @@ type RunPage struct {
 type ServerInfo struct {
 	Version    string `json:"version"`
 	APIVersion string `json:"api_version"`
-	Limits     struct {
+	// Auth is "off" or "keys".
+	Auth   string `json:"auth"`
+	Limits struct {
 		MaxPayloadBytes     int   `json:"max_payload_bytes"`
 		WarnPayloadBytes    int   `json:"warn_payload_bytes"`
 		MaxBatchSize        int   `json:"max_batch_size"`
+		MaxBatchBytes       int64 `json:"max_batch_bytes"`
 		MaxWaitMS           int64 `json:"max_wait_ms"`
 		LeaseDurationMS     int64 `json:"lease_duration_ms"`
 		HeartbeatIntervalMS int64 `json:"heartbeat_interval_ms"`
