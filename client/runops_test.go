@@ -35,7 +35,7 @@ func TestRunOperations(t *testing.T) {
 				t.Fatalf("create schedule: %d", code)
 			}
 			run, err := e.c.TriggerSchedule(ctx, sc.ScheduleID)
-			if err != nil || run.ExternalID != "schedule:"+sc.ScheduleID+":manual:"+run.RunID {
+			if err != nil || run.ExternalID != "schedule:"+sc.ScheduleID+":manual:"+run.RunID || run.ScheduleID != sc.ScheduleID {
 				t.Fatalf("TriggerSchedule: %+v, %v", run, err)
 			}
 			page, err := e.c.ScheduleRunsPage(ctx, sc.ScheduleID, 10, "")

@@ -52,10 +52,13 @@ type Run struct {
 	// WaitingFor names the signals a run parked in a wait waits for.
 	WaitingFor []string `json:"waiting_for"`
 	// ParentRunID is the run whose child step started this one, or "".
-	ParentRunID string    `json:"parent_run_id"`
-	CreatedAt   time.Time `json:"created_at"`
-	StartedAt   time.Time `json:"started_at"`
-	FinishedAt  time.Time `json:"finished_at"`
+	ParentRunID string `json:"parent_run_id"`
+	// ScheduleID is the schedule that started the run (fired or
+	// triggered), or "".
+	ScheduleID string    `json:"schedule_id"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
 }
 
 // Result decodes a completed run's output into out (a pointer, or nil to
