@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // postTo posts body to path on the server at base (another replica than
@@ -187,5 +192,133 @@ func TestSignalConsumedOnceAcrossReplicaKilledMidWait(t *testing.T) {
 	}
 	if resolved != 2 || asleep != 0 {
 		t.Fatalf("%d waits resolved, %d runs asleep with a matching signal; want 2, 0", resolved, asleep)
+	}
+}
+
+// A child call whose answer is lost after its transaction committed (its
+// replica dies before answering), replayed concurrently on two other
+// replicas by the parent rescued after its lease expired, creates the child
+// once: every replay answers the same child_run_id. Guard: the unique
+// (parent, step) index workflow_runs_parent_idx, which the child call's
+// lookup under the parent's row lock relies on; a second child for the
+// step cannot be stored even by hand.
+func TestChildCreatedOnceUnderReplayAndCrash(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withoutMaintainer())
+	ctx := context.Background()
+	// Replica A commits the child call, then dies before answering.
+	replicaA := e.replica(t).API
+	committed := make(chan string, 1)
+	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/steps/pay/child") {
+			replicaA.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		replicaA.ServeHTTP(rec, r)
+		var v struct {
+			Output struct {
+				ChildRunID string `json:"child_run_id"`
+			} `json:"output"`
+		}
+		_ = json.Unmarshal(rec.Body.Bytes(), &v)
+		if rec.Code != http.StatusOK {
+			v.Output.ChildRunID = fmt.Sprintf("status %d: %s", rec.Code, rec.Body)
+		}
+		committed <- v.Output.ChildRunID
+		panic(http.ErrAbortHandler) // the answer never leaves
+	}))
+	t.Cleanup(a.Close)
+	c := httptest.NewServer(e.replica(t).API)
+	t.Cleanup(c.Close)
+
+	parent := e.start(t, "p", map[string]any{"task_queue": "crash-parents"})
+	var claimed claimResponse
+	if st := postTo(t, a.URL, claimPath("crash-parents"), map[string]any{"wait_ms": 5000}, &claimed); st != http.StatusOK || len(claimed.Tasks) != 1 {
+		t.Fatalf("claim through A: %d %+v", st, claimed.Tasks)
+	}
+	call := func(leaseID string) map[string]any {
+		return lease(leaseID, "workflow_type", "c", "task_queue", "crash-kids", "input", 7)
+	}
+	b, _ := json.Marshal(call(claimed.Tasks[0].LeaseID))
+	if res, err := http.Post(a.URL+runPath(parent.RunID)+"/steps/pay/child", "application/json", bytes.NewReader(b)); err == nil {
+		res.Body.Close()
+		t.Fatalf("the child call through A answered %d, want no answer", res.StatusCode)
+	}
+	childID := <-committed
+	var n int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM workflow_runs WHERE parent_run_id = $1 AND parent_step = 'pay' AND run_id::text = $2`,
+		parent.RunID, childID).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("A's child call committed %q: %d rows (%v), want the child", childID, n, err)
+	}
+	a.Close()
+
+	// The parent's lease expires; rescued, it is claimed through B and
+	// replays the child step, concurrently, through B and C.
+	e.expireAndRescue(t, parent.RunID)
+	taskB := e.claimOne(t, "crash-parents", 5*time.Second)
+	if taskB.RunID != parent.RunID || taskB.Attempt != 2 {
+		t.Fatalf("claim after the rescue = %+v, want the parent's second attempt", taskB)
+	}
+	ids := make(chan string, 6)
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			base := e.srv.URL
+			if i%2 == 1 {
+				base = c.URL
+			}
+			b, _ := json.Marshal(call(taskB.LeaseID))
+			res, err := http.Post(base+runPath(parent.RunID)+"/steps/pay/child", "application/json", bytes.NewReader(b))
+			if err != nil {
+				ids <- err.Error()
+				return
+			}
+			defer res.Body.Close()
+			var v struct {
+				Output struct {
+					ChildRunID string `json:"child_run_id"`
+				} `json:"output"`
+			}
+			if err := json.NewDecoder(res.Body).Decode(&v); err != nil || res.StatusCode != http.StatusOK {
+				ids <- fmt.Sprintf("status %d (%v)", res.StatusCode, err)
+				return
+			}
+			ids <- v.Output.ChildRunID
+		}()
+	}
+	wg.Wait()
+	close(ids)
+	for id := range ids {
+		if id != childID {
+			t.Errorf("replayed child call answered %q, want %s", id, childID)
+		}
+	}
+	kids := e.children(t, parent.RunID)
+	if len(kids.Children) != 1 || kids.Children[0].RunID != childID || e.countRuns(t) != 2 {
+		t.Fatalf("children = %+v, %d runs; want only %s, 2 runs", kids.Children, e.countRuns(t), childID)
+	}
+	// The index itself refuses a second child for the step.
+	_, err := e.pool.Exec(ctx, `INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, input, retry_policy,
+		available_at, parent_run_id, parent_step)
+		SELECT gen_random_uuid(), namespace, task_queue, workflow_type, 'pending', input, retry_policy, now(), parent_run_id, parent_step
+		FROM workflow_runs WHERE run_id = $1`, childID)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" || pgErr.ConstraintName != "workflow_runs_parent_idx" {
+		t.Fatalf("a second child for the step stored by hand: %v, want a unique violation of workflow_runs_parent_idx", err)
+	}
+	// The child runs once and its end reaches the rescued parent.
+	child := e.claimOne(t, "crash-kids", 5*time.Second)
+	if child.RunID != childID || string(child.Input) != "7" {
+		t.Fatalf("claimed child %+v, want %s", child, childID)
+	}
+	e.runCall(t, childID, "complete", lease(child.LeaseID, "output", "paid"))
+	w := e.wait(t, parent.RunID, taskB.LeaseID, "collect", "signals", []string{"kagzi.child/pay"})
+	var end childEnd
+	if !w.Resolved || w.Output.Signal == nil || json.Unmarshal(w.Output.Signal.Input, &end) != nil ||
+		end.ChildRunID != childID || end.Status != "completed" {
+		t.Fatalf("the child's end at the parent = %+v", w)
 	}
 }
