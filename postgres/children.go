@@ -59,12 +59,9 @@ func (s *Store) StartChild(ctx context.Context, namespace, runID, leaseID string
 		if err != nil {
 			return err
 		}
-		latest, err := currentStep(ctx, tx, runID, req.Step, runAttempt)
-		switch {
-		case err != nil:
+		latest, err := currentStep(ctx, tx, runID, req.Step, domain.StepChild, runAttempt)
+		if err != nil {
 			return err
-		case latest.found && latest.Kind != domain.StepChild:
-			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a child", req.Step, latest.Kind)
 		}
 		var in childInput
 		if latest.found {

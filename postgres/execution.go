@@ -123,11 +123,15 @@ func latestStep(ctx context.Context, tx pgx.Tx, runID, name string) (stepState, 
 	return st, err
 }
 
-// currentStep is latestStep for a call that may begin an attempt in
-// runAttempt: an attempt left running by an earlier run attempt is closed
-// first (failed, cut short), so that it is never taken over.
-func currentStep(ctx context.Context, tx pgx.Tx, runID, name string, runAttempt int) (stepState, error) {
+// currentStep is latestStep for a call on a step of kind that may begin
+// an attempt in runAttempt: a step recorded as another kind is a conflict,
+// and an attempt left running by an earlier run attempt is closed first
+// (failed, cut short), so that it is never taken over.
+func currentStep(ctx context.Context, tx pgx.Tx, runID, name string, kind domain.StepKind, runAttempt int) (stepState, error) {
 	st, err := latestStep(ctx, tx, runID, name)
+	if err == nil && st.found && st.Kind != kind {
+		err = domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a %s", name, st.Kind, kind)
+	}
 	if err != nil || !st.stale(runAttempt) {
 		return st, err
 	}
@@ -198,12 +202,9 @@ func (s *Store) BeginStep(ctx context.Context, namespace, runID, leaseID string,
 		if err != nil {
 			return err
 		}
-		latest, err := currentStep(ctx, tx, runID, b.Name, runAttempt)
+		latest, err := currentStep(ctx, tx, runID, b.Name, b.Kind, runAttempt)
 		if err != nil {
 			return err
-		}
-		if latest.found && latest.Kind != b.Kind {
-			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not %s", b.Name, latest.Kind, b.Kind)
 		}
 		if latest.found && latest.Status != domain.StepFailed || latest.failedForGood(runAttempt) {
 			step, shouldExecute = latest.Step, latest.Status == domain.StepRunning
@@ -276,12 +277,10 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 		if err := tx.QueryRow(ctx, wakeTimeSQL, req.Until, req.Duration.Milliseconds()).Scan(&wake); err != nil {
 			return err
 		}
-		latest, err := currentStep(ctx, tx, runID, req.Step, runAttempt)
+		latest, err := currentStep(ctx, tx, runID, req.Step, domain.StepSleep, runAttempt)
 		switch {
 		case err != nil:
 			return err
-		case latest.found && latest.Kind != domain.StepSleep:
-			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a sleep", req.Step, latest.Kind)
 		case latest.found && latest.Status == domain.StepCompleted:
 			resolved = true
 			err = scanRun(tx.QueryRow(ctx, getRunSQL, namespace, runID), &run, withPayload(&run)...)
@@ -396,7 +395,7 @@ func (s *Store) completeRuns(reqs []completeReq) []completeRes {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return batch.Isolate(func(reqs []completeReq) ([]completeRes, error) { return s.completeBatch(ctx, reqs) },
-		refused, func(err error) completeRes { return completeRes{completeError(err)} })(reqs)
+		refused, func(err error) completeRes { return completeRes{batchItemError(err)} })(reqs)
 }
 
 // completeBatch runs completeRunsSQL on reqs, again when PostgreSQL broke
@@ -489,10 +488,11 @@ func refused(err error) bool {
 	return true
 }
 
-// completeError is the error of a completion whose statement failed: data
-// the database cannot store is the request's fault (400); a deadlock that
-// kept coming back is worth retrying (503); the rest is as translated.
-func completeError(err error) error {
+// batchItemError is the error of a group-committed item (a completion, a
+// step report) whose statement failed alone: data the database cannot
+// store is the item's fault (400); a deadlock that kept coming back is
+// worth retrying (503); the rest is as translated.
+func batchItemError(err error) error {
 	var pgErr *pgconn.PgError
 	switch {
 	case isDeadlock(err):

@@ -12,7 +12,7 @@ import (
 // A completion that still deadlocks after its retries is worth retrying
 // (503), never a 500; an output the database refuses is the request's
 // fault (400 on output).
-func TestCompleteError(t *testing.T) {
+func TestBatchItemError(t *testing.T) {
 	for _, c := range []struct {
 		code  string
 		want  domain.Code
@@ -23,9 +23,9 @@ func TestCompleteError(t *testing.T) {
 		{"22P02", domain.CodeInvalidArgument, "output"},
 	} {
 		var de *domain.Error
-		err := completeError(&pgconn.PgError{Code: c.code, Message: "m"})
+		err := batchItemError(&pgconn.PgError{Code: c.code, Message: "m"})
 		if !errors.As(err, &de) || de.Code != c.want || de.Field != c.field {
-			t.Errorf("completeError(%s) = %v, want code %s field %q", c.code, err, c.want, c.field)
+			t.Errorf("batchItemError(%s) = %v, want code %s field %q", c.code, err, c.want, c.field)
 		}
 	}
 }

@@ -232,12 +232,10 @@ func (s *Store) Wait(ctx context.Context, namespace, runID, leaseID string, req 
 		if err != nil {
 			return err
 		}
-		latest, err := currentStep(ctx, tx, runID, req.Step, runAttempt)
+		latest, err := currentStep(ctx, tx, runID, req.Step, domain.StepWait, runAttempt)
 		switch {
 		case err != nil:
 			return err
-		case latest.found && latest.Kind != domain.StepWait:
-			return domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a wait", req.Step, latest.Kind)
 		case latest.found && latest.Status == domain.StepCompleted:
 			res.Resolved, res.Step = true, latest.Step
 			return nil

@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/kagzi/kagzi/domain"
 	"github.com/kagzi/kagzi/internal/batch"
@@ -85,7 +83,7 @@ func (s *Store) reportSteps(reqs []stepReq) []domain.StepResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return batch.Isolate(func(reqs []stepReq) ([]domain.StepResult, error) { return s.stepReportBatch(ctx, reqs) },
-		refused, func(err error) domain.StepResult { return domain.StepResult{Err: stepReportError(err)} })(reqs)
+		refused, func(err error) domain.StepResult { return domain.StepResult{Err: batchItemError(err)} })(reqs)
 }
 
 // stepReportBatch runs reqs in one transaction, in run_id order so that
@@ -218,12 +216,10 @@ func reportStep(ctx context.Context, tx pgx.Tx, namespace string, r domain.StepR
 	if err != nil {
 		return refuse(err)
 	}
-	latest, err := currentStep(ctx, tx, r.RunID, r.Name, runAttempt)
+	latest, err := currentStep(ctx, tx, r.RunID, r.Name, domain.StepFunction, runAttempt)
 	switch {
 	case err != nil:
-		return res, err
-	case latest.found && latest.Kind != domain.StepFunction:
-		return refuse(domain.Errorf(domain.CodeConflict, "step %q is a %s step, not a function", r.Name, latest.Kind))
+		return refuse(err)
 	case latest.found && latest.Status == domain.StepCompleted || latest.failedForGood(runAttempt):
 		return domain.StepResult{Step: latest.Step, AlreadyCompleted: true}, nil
 	}
@@ -278,19 +274,4 @@ func orNullRaw(raw json.RawMessage) json.RawMessage {
 		return json.RawMessage("null")
 	}
 	return raw
-}
-
-// stepReportError is the error of a step report whose transaction failed:
-// data the database cannot store is the report's fault (400); a deadlock
-// that kept coming back is worth retrying (503); the rest is as
-// translated.
-func stepReportError(err error) error {
-	var pgErr *pgconn.PgError
-	switch {
-	case isDeadlock(err):
-		return fmt.Errorf("%w: %w", domain.ErrUnavailable, err)
-	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22"): // data exception
-		return domain.Invalid("output", "cannot be stored: %s", pgErr.Message)
-	}
-	return translate(err)
 }
