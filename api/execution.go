@@ -304,6 +304,7 @@ type sleepRequest struct {
 	leaseCall
 	Step       string            `json:"step"`
 	DurationMS *int64            `json:"duration_ms"`
+	deadline   deadline          // parsed by validate
 	Until      *domain.Timestamp `json:"until"`
 }
 
@@ -314,19 +315,42 @@ func (b *sleepRequest) validate() error {
 	if err := domain.ValidateName("step", b.Step); err != nil {
 		return err
 	}
-	if (b.DurationMS == nil) == (b.Until == nil) {
-		return domain.Invalid("duration_ms", "give exactly one of duration_ms and until")
+	var err error
+	b.deadline, err = parseDeadline("duration_ms", b.DurationMS, b.Until, true)
+	return err
+}
+
+// deadline is when a sleep or a wait ends: after a duration, or at a time.
+type deadline struct {
+	duration *time.Duration
+	until    *time.Time
+}
+
+// parseDeadline reads a deadline given as milliseconds in msField or as
+// until, at most one of them; required says one must be given.
+func parseDeadline(msField string, ms *int64, until *domain.Timestamp, required bool) (deadline, error) {
+	var d deadline
+	switch {
+	case ms != nil && until != nil:
+		return d, domain.Invalid(msField, "give at most one of %s and until", msField)
+	case required && ms == nil && until == nil:
+		return d, domain.Invalid(msField, "give one of %s and until", msField)
 	}
-	if b.DurationMS != nil {
-		if _, err := domain.DurationMS("duration_ms", *b.DurationMS, domain.MaxStartDelay); err != nil {
-			return err
+	if ms != nil {
+		v, err := domain.DurationMS(msField, *ms, domain.MaxStartDelay)
+		if err != nil {
+			return d, err
 		}
+		d.duration = &v
 	}
-	if b.Until != nil {
-		_, err := b.Until.Time("until")
-		return err
+	if until != nil {
+		t, err := until.Time("until")
+		if err != nil {
+			return d, err
+		}
+		d.until = &t
 	}
-	return nil
+	return d, nil
 }
 
 func (s *Server) sleep(w http.ResponseWriter, r *http.Request) error {
@@ -335,13 +359,9 @@ func (s *Server) sleep(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	req := domain.SleepRequest{Step: body.Step}
-	if body.Until != nil {
-		until, _ := body.Until.Time("until") // checked by validate
-		req.Until = &until
-	}
-	if body.DurationMS != nil {
-		req.Duration, _ = domain.DurationMS("duration_ms", *body.DurationMS, domain.MaxStartDelay) // checked by validate
+	req := domain.SleepRequest{Step: body.Step, Until: body.deadline.until}
+	if body.deadline.duration != nil {
+		req.Duration = *body.deadline.duration
 	}
 	run, resolved, err := s.Execution.Sleep(r.Context(), ns, runID, body.LeaseID, req)
 	if err != nil {

@@ -153,6 +153,7 @@ type waitRequest struct {
 	Signals   []string          `json:"signals"`
 	TimeoutMS *int64            `json:"timeout_ms"`
 	Until     *domain.Timestamp `json:"until"`
+	deadline  deadline          // parsed by validate
 }
 
 func (b *waitRequest) validate() error {
@@ -169,19 +170,9 @@ func (b *waitRequest) validate() error {
 			return err
 		}
 	}
-	if b.TimeoutMS != nil && b.Until != nil {
-		return domain.Invalid("timeout_ms", "give at most one of timeout_ms and until")
-	}
-	if b.TimeoutMS != nil {
-		if _, err := domain.DurationMS("timeout_ms", *b.TimeoutMS, domain.MaxStartDelay); err != nil {
-			return err
-		}
-	}
-	if b.Until != nil {
-		_, err := b.Until.Time("until")
-		return err
-	}
-	return nil
+	var err error
+	b.deadline, err = parseDeadline("timeout_ms", b.TimeoutMS, b.Until, false)
+	return err
 }
 
 type waitResponse struct {
@@ -200,15 +191,7 @@ func (s *Server) wait(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	req := domain.WaitRequest{Step: name, Signals: body.Signals}
-	if body.Until != nil {
-		until, _ := body.Until.Time("until") // checked by validate
-		req.Until = &until
-	}
-	if body.TimeoutMS != nil {
-		d, _ := domain.DurationMS("timeout_ms", *body.TimeoutMS, domain.MaxStartDelay) // checked by validate
-		req.Timeout = &d
-	}
+	req := domain.WaitRequest{Step: name, Signals: body.Signals, Timeout: body.deadline.duration, Until: body.deadline.until}
 	res, err := s.Signals.Wait(r.Context(), ns, runID, body.LeaseID, req)
 	if err != nil {
 		return err
