@@ -349,6 +349,8 @@ func TestWorkBeforeFirstListenReachesParkedClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Started as on another replica: not handed to the claim parked here.
+	srv.Store.HandOffTo(nil)
 	started, _, err := srv.Store.StartRun(ctx, "default", run)
 	if err != nil {
 		t.Fatal(err)

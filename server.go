@@ -99,6 +99,7 @@ func NewServer(cfg Config) *Server {
 	opts := cfg.Distributor
 	opts.Metrics = distributor.NewMetrics(reg)
 	dist := distributor.New(store, logger, opts)
+	store.HandOffTo(dist)
 	if cfg.Auth == "" {
 		cfg.Auth = auth.ModeAuto
 	}

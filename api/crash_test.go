@@ -106,7 +106,7 @@ func TestSignalConsumedOnceAcrossReplicaKilledMidWait(t *testing.T) {
 	waitFor(t, 5*time.Second, "the send to wait for the run row", func() bool {
 		var n int
 		_ = e.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%FROM workflow_runs WHERE namespace = $1 AND run_id = $2 FOR UPDATE%'`).Scan(&n)
+			AND wait_event_type = 'Lock' AND query LIKE '%FROM workflow_runs%WHERE namespace = $1 AND run_id = $2 FOR UPDATE%'`).Scan(&n)
 		return n == 1
 	})
 	// Kill the wait's connection mid-transaction, then replica A.

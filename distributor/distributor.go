@@ -92,6 +92,11 @@ type waiter struct {
 	deadline time.Time
 	claimed  bool // the runner has tried at least once (for wait 0)
 	answered bool
+	// claiming is set while a claim statement runs for the waiter, and
+	// reserved while a hand-off (Offer) holds it: each keeps the other
+	// off, so that a waiter is never claimed for twice at once.
+	claiming bool
+	reserved bool
 	result   chan answer // buffered; written once, under the mutex
 }
 
@@ -373,10 +378,14 @@ func (d *Distributor) claimRound(q *queue) (claimed []setClaim, err error) {
 	groups := map[string][]*waiter{}
 	var order []string
 	for _, w := range q.waiters {
+		if w.reserved {
+			continue // a hand-off is claiming a run for it
+		}
 		if q.empty[w.typeSet] || q.empty[""] {
 			w.claimed = true // nothing to find: a zero wait is done
 			continue
 		}
+		w.claiming = true
 		if _, ok := groups[w.typeSet]; !ok {
 			order = append(order, w.typeSet)
 		}
@@ -402,7 +411,7 @@ func (d *Distributor) claimRound(q *queue) (claimed []setClaim, err error) {
 			err = cerr // limited stays as it was: the claim did not learn
 			d.mu.Lock()
 			for _, w := range waiters {
-				w.claimed = true
+				w.claimed, w.claiming = true, false
 			}
 			d.mu.Unlock()
 			continue
@@ -448,7 +457,7 @@ func (d *Distributor) deliver(q *queue, set string, waiters []*waiter, res domai
 		q.empty[set] = true
 	}
 	for i, w := range waiters {
-		w.claimed = true
+		w.claimed, w.claiming = true, false
 		if err := res.Refused[w.req.WorkerID]; err != nil {
 			d.answer(w, answer{err: err}) // drained, gone offline or removed while parked
 			continue
@@ -473,7 +482,7 @@ func (d *Distributor) deliver(q *queue, set string, waiters []*waiter, res domai
 // queue was tried for them at least once. The caller holds the mutex.
 func (d *Distributor) expire(q *queue, now time.Time) {
 	q.waiters = slices.DeleteFunc(q.waiters, func(w *waiter) bool {
-		if w.claimed && !now.Before(w.deadline) {
+		if w.claimed && !w.reserved && !now.Before(w.deadline) {
 			d.answer(w, answer{tasks: []domain.Task{}})
 			return true
 		}

@@ -400,8 +400,20 @@ func TestTwoServersTypedClaimEachRunOnce(t *testing.T) {
 // two replicas against one database, starts 1000 runs, the i-th of type
 // runType(i), and checks that each is claimed once and all complete.
 func claimEachRunOnce(t *testing.T, types func(i int) []string, runType func(i int) string) {
+	claimEachRunOnceWith(t, false, types, runType)
+}
+
+// claimEachRunOnceWith is claimEachRunOnce; with handoff, both replicas
+// hand runs to their parked claims, and a fifth of the runs are started
+// one by one, concurrently, on both.
+func claimEachRunOnceWith(t *testing.T, handoff bool, types func(i int) []string, runType func(i int) string) {
 	pool, url := pgtest.NewPool(t)
 	servers := []*server{newServer(t, pool, url, time.Minute), newServer(t, pool, url, time.Minute)}
+	if handoff {
+		for _, s := range servers {
+			s.store.HandOffTo(s.dist)
+		}
+	}
 	const total = 1000
 	var (
 		mu        sync.Mutex
@@ -439,7 +451,26 @@ func claimEachRunOnce(t *testing.T, types func(i int) []string, runType func(i i
 			}
 		}()
 	}
-	for range total / 100 {
+	batches := total / 100
+	if handoff {
+		batches = total * 4 / 5 / 100
+		var starts sync.WaitGroup
+		for i := range total / 5 {
+			starts.Add(1)
+			go func() {
+				defer starts.Done()
+				nr, err := domain.StartRequest{WorkflowType: runType(i), TaskQueue: "q"}.Validate(domain.PayloadLimits{MaxBytes: 1 << 20})
+				if err == nil {
+					_, _, err = servers[i%2].store.StartRun(context.Background(), ns, nr)
+				}
+				if err != nil {
+					t.Errorf("start: %v", err)
+				}
+			}()
+		}
+		defer starts.Wait()
+	}
+	for range batches {
 		n := 0
 		startRuns(t, servers[0].store.Store, "q", 100, func(r *domain.StartRequest) { r.WorkflowType = runType(n); n++ })
 	}

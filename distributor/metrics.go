@@ -16,6 +16,7 @@ type Metrics struct {
 	claimStatements prometheus.Counter
 	notifications   prometheus.Counter
 	releasedRuns    prometheus.Counter
+	handoffs        prometheus.Counter
 }
 
 // NewMetrics creates the distributor's metrics and registers them with reg.
@@ -44,9 +45,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		releasedRuns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kagzi_released_runs_total", Help: "Claimed runs put back because their claimant left.",
 		}),
+		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kagzi_handoffs_total", Help: "Runs claimed for a parked claim by the transaction that made them claimable.",
+		}),
 	}
 	reg.MustRegister(m.claims, m.claimedRuns, m.claimLatency, m.parkedWaiters,
-		m.claimStatements, m.notifications, m.releasedRuns)
+		m.claimStatements, m.notifications, m.releasedRuns, m.handoffs)
 	return m
 }
 
@@ -80,5 +84,11 @@ func (m *Metrics) notification() {
 func (m *Metrics) released(n int) {
 	if m != nil {
 		m.releasedRuns.Add(float64(n))
+	}
+}
+
+func (m *Metrics) handedOff() {
+	if m != nil {
+		m.handoffs.Inc()
 	}
 }

@@ -109,3 +109,22 @@ type RunCompletion struct {
 	LeaseID string          `json:"lease_id"`
 	Output  json.RawMessage `json:"output"`
 }
+
+// Handoff lets the transaction that makes a run claimable claim it, in the
+// same transaction, for a claim parked on this replica (see the
+// distributor's Offer).
+type Handoff interface {
+	// Offer reserves a parked claim that would take a run of workflowType
+	// on the queue now, if there is one.
+	Offer(namespace, queue, workflowType string) (HandoffSlot, bool)
+}
+
+// HandoffSlot is a parked claim reserved by Offer. Once the transaction
+// has ended, exactly one of Deliver (the run was claimed for it and the
+// claim committed) and Cancel (it was not) must be called.
+type HandoffSlot interface {
+	// WorkerID is the worker the claim names, or "" for none.
+	WorkerID() string
+	Deliver(Task)
+	Cancel()
+}

@@ -78,15 +78,71 @@ const liveRunByExternalIDSQL = `
 SELECT ` + runColumns + ` FROM workflow_runs
 WHERE namespace = $1 AND external_id = $2 AND status IN ('pending', 'sleeping', 'running')`
 
+// handoffClaimSQL decides, in the statement that makes run $1 of queue
+// $2/$3 claimable, whether it may be claimed at once for the parked claim
+// of worker $4 (NULL: a claim that names none): the worker must still be
+// online on the queue (its row held FOR SHARE, as a claim holds it) and
+// the queue must have no settings that hold claims back. The run is then
+// claimed as a claim would: running, attempt counted, under a fresh lease
+// of $5 ms.
+const handoffClaimSQL = `
+claimant AS MATERIALIZED (
+	SELECT worker_id FROM workers
+	WHERE namespace = $2 AND worker_id = $4::uuid AND status = 'online' AND task_queue = $3
+	FOR SHARE
+), handoff AS MATERIALIZED (
+	SELECT ($4::uuid IS NULL OR EXISTS (SELECT FROM claimant))
+		AND NOT EXISTS (SELECT FROM task_queues tq WHERE tq.namespace = $2 AND tq.name = $3
+			AND (tq.paused OR tq.max_concurrent IS NOT NULL OR tq.workflow_type_limits <> '{}')) AS ok
+)`
+
+// startHandedOffSQL is startRunSQL for a run available now while a claim
+// is parked for it on this replica: the run is created claimed when the
+// claim may take it (handoffClaimSQL), and pending otherwise, its queue
+// notified as usual.
+const startHandedOffSQL = `
+WITH ` + handoffClaimSQL + `, ins AS (
+	INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, external_id, version,
+		status, input, retry_policy, available_at,
+		attempt, new_attempt, lease_id, lease_expires_at, worker_id, started_at)
+	SELECT $1, $2, $3, $6, $7, $8, CASE WHEN ok THEN 'running' ELSE 'pending' END, $9, $10, now(),
+		ok::int, NOT ok, CASE WHEN ok THEN gen_random_uuid() END,
+		CASE WHEN ok THEN now() + $5 * interval '1 millisecond' END,
+		CASE WHEN ok THEN $4::uuid END, CASE WHEN ok THEN now() END
+	FROM handoff
+	ON CONFLICT (namespace, external_id)
+		WHERE external_id IS NOT NULL AND status IN ('pending', 'sleeping', 'running')
+		DO NOTHING
+	RETURNING ` + runColumns + `, lease_id
+)
+SELECT ins.*, CASE WHEN status = 'pending' THEN pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) END
+FROM ins`
+
+// HandOffTo makes runs started available now, and parked runs woken by a
+// signal, go straight to claims parked on this replica when h has one
+// for them (see domain.Handoff). Call it before serving.
+func (s *Store) HandOffTo(h domain.Handoff) { s.handoff = h }
+
 // StartRun creates a run, or, when a live run of the namespace already has
 // the same external ID, returns that one with created false. The unique
-// index decides between concurrent identical starts.
+// index decides between concurrent identical starts. A run available now
+// is handed to a claim parked for it on this replica, if any (HandOffTo):
+// then it is created running, and returned so.
 func (s *Store) StartRun(ctx context.Context, namespace string, n domain.NewRun) (run domain.Run, created bool, err error) {
 	for {
-		row := s.pool.QueryRow(ctx, startRunSQL, newID(), namespace, n.TaskQueue, n.WorkflowType,
-			n.ExternalID, n.Version, n.Input, n.RetryPolicy, n.StartAt, n.StartDelay.Milliseconds())
-		err = scanRun(row, &run, nil)
-		if err == nil {
+		var slot domain.HandoffSlot
+		if s.handoff != nil && n.StartAt == nil && n.StartDelay <= 0 {
+			slot, _ = s.handoff.Offer(namespace, n.TaskQueue, n.WorkflowType)
+		}
+		if slot != nil {
+			run, created, err = s.startHandedOff(ctx, namespace, n, slot)
+		} else {
+			row := s.pool.QueryRow(ctx, startRunSQL, newID(), namespace, n.TaskQueue, n.WorkflowType,
+				n.ExternalID, n.Version, n.Input, n.RetryPolicy, n.StartAt, n.StartDelay.Milliseconds())
+			err = scanRun(row, &run, nil)
+			created = err == nil
+		}
+		if created {
 			return run, true, nil
 		}
 		if err != pgx.ErrNoRows {
@@ -104,21 +160,65 @@ func (s *Store) StartRun(ctx context.Context, namespace string, n domain.NewRun)
 	}
 }
 
+// startHandedOff starts a run for the parked claim slot holds, and
+// answers that claim once the run is committed claimed for it; otherwise
+// the claim goes back to waiting. It returns pgx.ErrNoRows when a live run
+// holds the external ID.
+func (s *Store) startHandedOff(ctx context.Context, namespace string, n domain.NewRun, slot domain.HandoffSlot) (run domain.Run, created bool, err error) {
+	var workerID *string
+	if id := slot.WorkerID(); id != "" {
+		workerID = &id
+	}
+	var leaseID *string
+	row := s.pool.QueryRow(ctx, startHandedOffSQL, newID(), namespace, n.TaskQueue, workerID,
+		s.leaseDuration.Milliseconds(), n.WorkflowType, n.ExternalID, n.Version, n.Input, n.RetryPolicy)
+	if err = scanRun(row, &run, &leaseID, nil); err != nil || leaseID == nil {
+		slot.Cancel()
+		return run, err == nil, err
+	}
+	slot.Deliver(domain.Task{RunID: run.RunID, Namespace: namespace, TaskQueue: run.TaskQueue,
+		WorkflowType: run.WorkflowType, Version: run.Version, Input: n.Input, Attempt: run.Attempt,
+		LeaseID: *leaseID, LeaseExpiresAt: *run.LeaseExpiresAt, Fresh: true})
+	return run, true, nil
+}
+
 // StartResult is the outcome of one item of a batch start.
 type StartResult = domain.StartResult
 
+// startBatchSQL inserts a batch's runs. An item with handoff set is
+// available now and has a claim parked for it on this replica, of worker
+// worker_id (NULL: a claim that names none): it is created claimed for that
+// claim when handoffClaimSQL's conditions hold, each item on its own queue.
 const startBatchSQL = `
+WITH b AS (
+	SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+		$9::timestamptz[], $10::bigint[], $11::bool[], $12::uuid[])
+		AS b(run_id, task_queue, workflow_type, external_id, version, input, retry_policy, start_at, delay_ms,
+			handoff, worker_id)
+), claimants AS MATERIALIZED (
+	SELECT worker_id, task_queue FROM workers
+	WHERE namespace = $1 AND worker_id IN (SELECT worker_id FROM b WHERE handoff) AND status = 'online'
+	FOR SHARE
+), items AS (
+	SELECT b.*, b.handoff
+		AND (b.worker_id IS NULL
+			OR EXISTS (SELECT FROM claimants c WHERE c.worker_id = b.worker_id AND c.task_queue = b.task_queue))
+		AND NOT EXISTS (SELECT FROM task_queues tq WHERE tq.namespace = $1 AND tq.name = b.task_queue
+			AND (tq.paused OR tq.max_concurrent IS NOT NULL OR tq.workflow_type_limits <> '{}')) AS ok
+	FROM b
+)
 INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, external_id, version,
-	status, input, retry_policy, available_at)
-SELECT b.run_id, $1, b.task_queue, b.workflow_type, b.external_id, b.version, 'pending',
-	b.input::json, b.retry_policy::jsonb, COALESCE(b.start_at, now() + b.delay_ms * interval '1 millisecond')
-FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-	$9::timestamptz[], $10::bigint[])
-	AS b(run_id, task_queue, workflow_type, external_id, version, input, retry_policy, start_at, delay_ms)
+	status, input, retry_policy, available_at, attempt, new_attempt, lease_id, lease_expires_at, worker_id, started_at)
+SELECT run_id, $1, task_queue, workflow_type, external_id, version, CASE WHEN ok THEN 'running' ELSE 'pending' END,
+	input::json, retry_policy::jsonb, COALESCE(start_at, now() + delay_ms * interval '1 millisecond'),
+	ok::int, NOT ok, CASE WHEN ok THEN gen_random_uuid() END,
+	CASE WHEN ok THEN now() + $13 * interval '1 millisecond' END,
+	CASE WHEN ok THEN worker_id END, CASE WHEN ok THEN now() END
+FROM items
 ON CONFLICT (namespace, external_id)
 	WHERE external_id IS NOT NULL AND status IN ('pending', 'sleeping', 'running')
 	DO NOTHING
-RETURNING run_id`
+RETURNING run_id, attempt, lease_id, lease_expires_at`
 
 const notifyQueuesSQL = `
 SELECT pg_notify('` + Channel + `', 'q:' || $1 || '/' || q) FROM unnest($2::text[]) AS q`
@@ -157,27 +257,59 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 		}
 	}
 
+	// Items available now go to claims parked on this replica, if any,
+	// in batch order.
+	slots := make([]domain.HandoffSlot, n)
+	handoff, workers := make([]bool, n), make([]*string, n)
+	if s.handoff != nil {
+		for i, it := range items {
+			if it.StartAt != nil || it.StartDelay > 0 {
+				continue
+			}
+			if slot, ok := s.handoff.Offer(namespace, it.TaskQueue, it.WorkflowType); ok {
+				slots[i], handoff[i] = slot, true
+				if id := slot.WorkerID(); id != "" {
+					workers[i] = &id
+				}
+			}
+		}
+	}
+	type claimed struct {
+		attempt int
+		leaseID *string
+		expires *time.Time
+	}
+	var inserted map[string]claimed
 	results := make([]domain.StartResult, n)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, startBatchSQL, namespace, ids, queues, types, externalIDs,
-			versions, inputs, policies, startAts, delays)
+			versions, inputs, policies, startAts, delays, handoff, workers, s.leaseDuration.Milliseconds())
 		if err != nil {
 			return err
 		}
-		inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
+		inserted = map[string]claimed{}
+		var id string
+		var c claimed
+		if _, err := pgx.ForEachRow(rows, []any{&id, &c.attempt, &c.leaseID, &c.expires}, func() error {
+			inserted[id] = c
+			return nil
+		}); err != nil {
 			return err
-		}
-		created := make(map[string]bool, len(inserted))
-		for _, id := range inserted {
-			created[id] = true
 		}
 		var conflicted []string
+		var notify []string // the queues of runs created pending
 		for i := range items {
-			if created[ids[i]] {
-				results[i] = domain.StartResult{RunID: ids[i], Status: domain.RunPending}
-			} else {
+			c, ok := inserted[ids[i]]
+			switch {
+			case !ok:
 				conflicted = append(conflicted, *externalIDs[i])
+			case c.leaseID != nil:
+				results[i] = domain.StartResult{RunID: ids[i], Status: domain.RunRunning}
+			default:
+				results[i] = domain.StartResult{RunID: ids[i], Status: domain.RunPending}
+				if !slices.Contains(notify, queues[i]) {
+					notify = append(notify, queues[i])
+				}
 			}
 		}
 		if len(conflicted) > 0 {
@@ -196,7 +328,7 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 				return err
 			}
 			for i := range items {
-				if created[ids[i]] {
+				if _, ok := inserted[ids[i]]; ok {
 					continue
 				}
 				res, ok := live[*externalIDs[i]]
@@ -208,11 +340,25 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 				results[i] = res
 			}
 		}
-		if len(inserted) > 0 {
-			_, err = tx.Exec(ctx, notifyQueuesSQL, namespace, queueList)
+		if len(notify) > 0 {
+			_, err = tx.Exec(ctx, notifyQueuesSQL, namespace, notify)
 		}
 		return err
 	})
+	for i, slot := range slots {
+		if slot == nil {
+			continue
+		}
+		c := inserted[ids[i]]
+		if err != nil || c.leaseID == nil {
+			slot.Cancel()
+			continue
+		}
+		it := items[i]
+		slot.Deliver(domain.Task{RunID: ids[i], Namespace: namespace, TaskQueue: it.TaskQueue,
+			WorkflowType: it.WorkflowType, Version: it.Version, Input: it.Input, Attempt: c.attempt,
+			LeaseID: *c.leaseID, LeaseExpiresAt: c.expires.UTC(), Fresh: true})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start batch: %w", translate(err))
 	}

@@ -29,10 +29,12 @@ func scanSignal(row pgx.Row, sg *domain.Signal, extra ...any) error {
 
 const signalByKeySQL = `SELECT ` + signalColumns + `, target, input FROM signals WHERE namespace = $1 AND idempotency_key = $2`
 
-const lockRunByIDSQL = `SELECT run_id, status, attempt FROM workflow_runs WHERE namespace = $1 AND run_id = $2 FOR UPDATE`
+const lockRunByIDSQL = `
+SELECT run_id, status, attempt, task_queue, workflow_type FROM workflow_runs
+WHERE namespace = $1 AND run_id = $2 FOR UPDATE`
 
 const lockRunByExternalIDSQL = `
-SELECT run_id, status, attempt FROM workflow_runs
+SELECT run_id, status, attempt, task_queue, workflow_type FROM workflow_runs
 WHERE namespace = $1 AND external_id = $2 AND status IN ('pending', 'sleeping', 'running') FOR UPDATE`
 
 // inboxSQL reads, once the run is locked, its buffered signals, its last
@@ -75,6 +77,56 @@ WITH st AS (
 )
 SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r WHERE status = 'pending'`
 
+// deliverHandedOffSQL is deliverSQL ($1 the run, $6 the step, $7 its
+// output) for a run parked in that wait while a claim is parked for it on
+// this replica: the run is claimed for that claim when handoffClaimSQL's
+// conditions hold ($2 and $3 its namespace and queue, $4 the claim's
+// worker, $5 the lease in ms), and made pending, its queue notified,
+// otherwise.
+const deliverHandedOffSQL = `
+WITH ` + handoffClaimSQL + `, st AS (
+	UPDATE workflow_steps SET status = 'completed', output = $7, finished_at = now()
+	WHERE run_id = $1 AND name = $6 AND kind = 'wait' AND status = 'running'
+), r AS (
+	UPDATE workflow_runs r SET waiting_for = NULL,
+		status = CASE WHEN r.status <> 'sleeping' THEN r.status WHEN h.ok THEN 'running' ELSE 'pending' END,
+		available_at = CASE WHEN r.status = 'sleeping' THEN now() ELSE r.available_at END,
+		attempt = CASE WHEN r.status = 'sleeping' AND h.ok THEN r.attempt + r.new_attempt::int ELSE r.attempt END,
+		new_attempt = r.new_attempt AND NOT (r.status = 'sleeping' AND h.ok),
+		lease_id = CASE WHEN r.status = 'sleeping' AND h.ok THEN gen_random_uuid() ELSE r.lease_id END,
+		lease_expires_at = CASE WHEN r.status = 'sleeping' AND h.ok THEN now() + $5 * interval '1 millisecond'
+			ELSE r.lease_expires_at END,
+		worker_id = CASE WHEN r.status = 'sleeping' AND h.ok THEN $4::uuid ELSE r.worker_id END,
+		started_at = CASE WHEN r.status = 'sleeping' AND h.ok THEN COALESCE(r.started_at, now()) ELSE r.started_at END
+	FROM handoff h
+	WHERE r.run_id = $1 AND r.waiting_for IS NOT NULL
+	RETURNING r.namespace, r.task_queue, r.status, r.workflow_type, r.version, r.input, r.attempt, r.lease_id,
+		r.lease_expires_at
+)
+SELECT status, workflow_type, version, input, attempt, lease_id, lease_expires_at,
+	CASE WHEN status = 'pending' THEN pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) END
+FROM r`
+
+// handedOff is a claim parked on this replica that a transaction claimed
+// (or tried to claim) a run for: it is answered once the transaction ends.
+type handedOff struct {
+	slot domain.HandoffSlot
+	task *domain.Task // the run claimed for slot, if the transaction commits
+}
+
+// finish answers the parked claim with its task when the transaction
+// committed one, and gives it back otherwise.
+func (h *handedOff) finish(committed bool) {
+	switch {
+	case h.slot == nil:
+	case committed && h.task != nil:
+		h.slot.Deliver(*h.task)
+	default:
+		h.slot.Cancel()
+	}
+	*h = handedOff{}
+}
+
 // errKeyRaced says a concurrent send committed the same idempotency key
 // first: the send is looked up again.
 var errKeyRaced = errors.New("idempotency key raced")
@@ -83,21 +135,27 @@ var errKeyRaced = errors.New("idempotency key raced")
 // wait step that waits for it, waking the run. A send with an idempotency
 // key seen before answers the signal as it is now, with duplicate true,
 // when it is the same request (target, name and input as a JSON value);
-// otherwise it is refused. A refused send writes nothing.
+// otherwise it is refused. A refused send writes nothing. A run it wakes
+// goes straight to a claim parked for it on this replica, if any
+// (HandOffTo).
 func (s *Store) SendSignal(ctx context.Context, namespace string, req domain.SendSignal, limits domain.SignalLimits) (sg domain.Signal, duplicate bool, err error) {
 	for try := 0; ; try++ {
+		var h handedOff
 		err = s.inTx(ctx, "send signal "+req.Name, func(tx pgx.Tx) error {
 			var e error
-			sg, duplicate, e = sendSignal(ctx, tx, namespace, req, limits)
+			sg, duplicate, e = s.sendSignal(ctx, tx, namespace, req, limits, &h)
 			return e
 		})
+		h.finish(err == nil)
 		if !errors.Is(err, errKeyRaced) || try > 2 {
 			return sg, duplicate, err
 		}
 	}
 }
 
-func sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.SendSignal, limits domain.SignalLimits) (domain.Signal, bool, error) {
+// sendSignal sends within tx. A run it wakes is claimed for a claim parked
+// on this replica when h is not nil and there is one; h says which.
+func (s *Store) sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.SendSignal, limits domain.SignalLimits, h *handedOff) (domain.Signal, bool, error) {
 	var sg domain.Signal
 	if req.IdempotencyKey != "" {
 		found, err := replaySignal(ctx, tx, namespace, req, &sg)
@@ -105,14 +163,14 @@ func sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.Sen
 			return sg, found, err
 		}
 	}
-	var runID string
+	var runID, queue, workflowType string
 	var status domain.RunStatus
 	var attempt int
 	var err error
 	if req.Target.RunID != "" {
-		err = tx.QueryRow(ctx, lockRunByIDSQL, namespace, req.Target.RunID).Scan(&runID, &status, &attempt)
+		err = tx.QueryRow(ctx, lockRunByIDSQL, namespace, req.Target.RunID).Scan(&runID, &status, &attempt, &queue, &workflowType)
 	} else {
-		err = tx.QueryRow(ctx, lockRunByExternalIDSQL, namespace, req.Target.ExternalID).Scan(&runID, &status, &attempt)
+		err = tx.QueryRow(ctx, lockRunByExternalIDSQL, namespace, req.Target.ExternalID).Scan(&runID, &status, &attempt, &queue, &workflowType)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		if req.Target.RunID != "" {
@@ -157,7 +215,30 @@ func sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.Sen
 	if err != nil {
 		return sg, false, err
 	}
-	_, err = tx.Exec(ctx, deliverSQL, runID, *step, out)
+	if h != nil && s.handoff != nil && status == domain.RunSleeping {
+		h.slot, _ = s.handoff.Offer(namespace, queue, workflowType)
+	}
+	if h == nil || h.slot == nil {
+		_, err = tx.Exec(ctx, deliverSQL, runID, *step, out)
+		return sg, false, err
+	}
+	var workerID *string
+	if id := h.slot.WorkerID(); id != "" {
+		workerID = &id
+	}
+	t := domain.Task{RunID: runID, Namespace: namespace, TaskQueue: queue}
+	var newStatus domain.RunStatus
+	var leaseID *string
+	var expires *time.Time
+	err = tx.QueryRow(ctx, deliverHandedOffSQL, runID, namespace, queue, workerID, s.leaseDuration.Milliseconds(),
+		*step, out).Scan(&newStatus, &t.WorkflowType, &t.Version, &t.Input, &t.Attempt, &leaseID, &expires, nil)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return sg, false, nil // it waits no more: its deadline came first
+	}
+	if err == nil && newStatus == domain.RunRunning && leaseID != nil {
+		t.LeaseID, t.LeaseExpiresAt = *leaseID, expires.UTC()
+		h.task = &t
+	}
 	return sg, false, err
 }
 
@@ -355,7 +436,7 @@ func (s *Store) SignalWithStart(ctx context.Context, namespace string, n domain.
 				// meanwhile, start again.
 				var status domain.RunStatus
 				var attempt int
-				err = tx.QueryRow(ctx, lockRunByExternalIDSQL, namespace, *n.ExternalID).Scan(&res.Run.RunID, &status, &attempt)
+				err = tx.QueryRow(ctx, lockRunByExternalIDSQL, namespace, *n.ExternalID).Scan(&res.Run.RunID, &status, &attempt, nil, nil)
 				if errors.Is(err, pgx.ErrNoRows) {
 					return errKeyRaced
 				}
@@ -365,7 +446,7 @@ func (s *Store) SignalWithStart(ctx context.Context, namespace string, n domain.
 			}
 			sendReq := req
 			sendReq.Target.RunID = res.Run.RunID
-			res.Signal, res.Duplicate, err = sendSignal(ctx, tx, namespace, sendReq, limits)
+			res.Signal, res.Duplicate, err = s.sendSignal(ctx, tx, namespace, sendReq, limits, nil)
 			if err != nil {
 				return err
 			}

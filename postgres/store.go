@@ -38,6 +38,7 @@ type Store struct {
 	leaseDuration time.Duration
 	completions   *batch.Batcher[completeReq, completeRes]
 	stepReports   *batch.Batcher[stepReq, domain.StepResult]
+	handoff       domain.Handoff // nil: runs wait for the distributor's claims
 }
 
 // Group commit of run completions: batches of up to 200 runs (so that one
