@@ -30,6 +30,7 @@ var statusOf = map[domain.Code]int{
 	domain.CodeRunFinished:          http.StatusConflict,
 	domain.CodeIdempotencyReused:    http.StatusConflict,
 	domain.CodeResourceExhausted:    http.StatusTooManyRequests,
+	domain.CodeLimitExceeded:        http.StatusConflict,
 }
 
 // Problem is an RFC 9457 problem document.

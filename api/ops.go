@@ -59,6 +59,8 @@ type infoLimits struct {
 	MaxHistoryBytes     int64 `json:"max_history_bytes"`
 	MaxBufferedSignals  int   `json:"max_buffered_signals"`
 	MaxSignalsPerRun    int   `json:"max_signals_per_run"`
+	MaxLiveChildren     int   `json:"max_live_children"`
+	MaxChildDepth       int   `json:"max_child_depth"`
 }
 
 // Timeouts are the limits on slow or stalled clients, reported in
@@ -105,6 +107,8 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 			MaxHistoryBytes:     l.maxHistoryBytes(),
 			MaxBufferedSignals:  l.signalLimits().MaxBuffered,
 			MaxSignalsPerRun:    l.signalLimits().MaxPerRun,
+			MaxLiveChildren:     l.Children.WithDefaults().MaxLive,
+			MaxChildDepth:       l.Children.WithDefaults().MaxDepth,
 		},
 		TimeoutsMS: infoTimeouts{
 			ReadHeader: s.Timeouts.ReadHeader.Milliseconds(),

@@ -32,6 +32,9 @@ type Limits struct {
 	MaxHistoryBytes int64
 	// Signals bound each run's inbox.
 	Signals domain.SignalLimits
+	// Children bound each run's live children and the depth of a chain of
+	// children.
+	Children domain.ChildLimits
 }
 
 func (l Limits) maxHistoryBytes() int64 {

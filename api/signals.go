@@ -308,7 +308,8 @@ func (s *Server) child(w http.ResponseWriter, r *http.Request) error {
 	if body.TaskQueue == "" {
 		n.TaskQueue = "" // the parent's
 	}
-	req := domain.ChildRequest{Step: name, Run: n, ParentClosePolicy: domain.ParentCloseCancel, Await: body.Await}
+	req := domain.ChildRequest{Step: name, Run: n, ParentClosePolicy: domain.ParentCloseCancel, Await: body.Await,
+		Limits: s.Limits.Children.WithDefaults()}
 	if p := body.ParentClosePolicy; p != nil {
 		if *p != domain.ParentCloseCancel && *p != domain.ParentCloseAbandon {
 			return domain.Invalid("parent_close_policy", "must be cancel or abandon, not %q", *p)

@@ -1089,6 +1089,7 @@ func TestInfoReportsLimits(t *testing.T) {
 		"max_payload_bytes": 2097152, "warn_payload_bytes": 1048576, "max_batch_size": 7,
 		"max_batch_bytes": 5 << 20, "max_wait_ms": 1234, "lease_duration_ms": 4321, "heartbeat_interval_ms": 987,
 		"max_history_bytes": 4 << 20, "max_buffered_signals": 1000, "max_signals_per_run": 10000,
+		"max_live_children": 1000, "max_child_depth": 16,
 	}
 	if info.Version != testVersion || info.APIVersion != "v1" || fmt.Sprint(info.Limits) != fmt.Sprint(want) {
 		t.Errorf("info: got %+v, want version %s, api_version v1, limits %v", info, testVersion, want)

@@ -29,6 +29,12 @@ const (
 	CodeUnsupportedMediaType Code = "unsupported_media_type"
 	CodeUnavailable          Code = "unavailable"
 	CodeInternal             Code = "internal"
+	// CodeLimitExceeded (409) refuses a child step that would pass the
+	// run's most live children or the deepest chain of children (the
+	// max_live_children and max_child_depth of /v1/info). It is no
+	// conflict with an existing run, and retrying the call at once does
+	// not help.
+	CodeLimitExceeded Code = "limit_exceeded"
 )
 
 // Error is an error answered by the server: an RFC 9457 problem document.
@@ -82,6 +88,7 @@ var (
 	ErrUnsupportedMediaType = &Error{Code: CodeUnsupportedMediaType}
 	ErrUnavailable          = &Error{Code: CodeUnavailable}
 	ErrInternal             = &Error{Code: CodeInternal}
+	ErrLimitExceeded        = &Error{Code: CodeLimitExceeded}
 )
 
 // codeOfStatus is the code assumed for an error answer that is not a

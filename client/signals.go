@@ -206,13 +206,23 @@ func childBody(workflowType string, input any, o ChildOptions) map[string]any {
 // StartChild starts a child run of workflowType by the step named step,
 // once whatever the replays, and returns its run ID without waiting for
 // it. WaitForSignal on "kagzi.child/"+step collects its end later.
+//
+// The server bounds a run's live children and the depth of a chain of
+// children (max_live_children, max_child_depth in /v1/info). A child past
+// either is not started: the error is of type ChildLimitExceeded and
+// matches [ErrLimitExceeded] (not [ErrConflict], which says a live run
+// holds the child's ExternalID). It is not retried by the call; returned
+// from the workflow it fails the run, which its retry policy retries
+// (a live child may have ended meanwhile) unless it lists
+// ChildLimitExceeded in NonRetryableErrorTypes. A replay of a child
+// already started is never refused.
 func StartChild(ctx *WorkflowContext, step, workflowType string, input any, o ChildOptions) (string, error) {
 	body := childBody(workflowType, input, o)
 	ex := ctx.ex
 	body["lease_id"] = ex.task.LeaseID
 	var ans waitAnswer
 	if err := ex.call(body, &ans, "steps", step, "child"); err != nil {
-		return "", err
+		return "", childError(step, err)
 	}
 	var out struct {
 		ChildRunID string `json:"child_run_id"`
@@ -228,6 +238,16 @@ func StartChild(ctx *WorkflowContext, step, workflowType string, input any, o Ch
 	return out.ChildRunID, nil
 }
 
+// childError gives a child step's refusal by the server's child limits
+// the type ChildLimitExceeded, so that a retry policy can name it; other
+// errors are returned as they are.
+func childError(step string, err error) error {
+	if errors.Is(err, ErrLimitExceeded) {
+		return ErrorType(fmt.Errorf("child %q: %w", step, err), "ChildLimitExceeded")
+	}
+	return err
+}
+
 // childEnd is the input of a child's end signal.
 type childEnd struct {
 	ChildRunID string          `json:"child_run_id"`
@@ -239,14 +259,16 @@ type childEnd struct {
 // ExecuteChild starts a child run of workflowType by the step named step
 // (once) and awaits its end, parking the parent meanwhile: it returns the
 // child's output, or an error of type ChildWorkflowFailed or
-// ChildWorkflowCancelled carrying the child's error.
+// ChildWorkflowCancelled carrying the child's error. A child the server's
+// limits refuse is an error of type ChildLimitExceeded, as for
+// [StartChild].
 func ExecuteChild[T any](ctx *WorkflowContext, step, workflowType string, input any, o ChildOptions) (T, error) {
 	var zero T
 	body := childBody(workflowType, input, o)
 	body["await"] = true
 	got, err := waitCall[childEnd](ctx, step, "child", body)
 	if err != nil {
-		return zero, err
+		return zero, childError(step, err)
 	}
 	end := got.Input
 	switch end.Status {

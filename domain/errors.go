@@ -29,6 +29,11 @@ const (
 	CodeRunFinished          Code = "run_finished"
 	CodeIdempotencyReused    Code = "idempotency_key_reused"
 	CodeResourceExhausted    Code = "resource_exhausted"
+	// CodeLimitExceeded refuses a request that would pass a fixed cap on
+	// what a run may hold (its live children, its depth). Unlike
+	// CodeResourceExhausted it is no back-pressure: retrying the same call
+	// soon does not help.
+	CodeLimitExceeded Code = "limit_exceeded"
 )
 
 // Error is an error the client can act on: a code, the input at fault (if

@@ -148,6 +148,31 @@ const (
 	ParentCloseAbandon = "abandon"
 )
 
+// Child limits.
+const (
+	DefaultMaxLiveChildren = 1000
+	DefaultMaxChildDepth   = 16
+)
+
+// ChildLimits bound the children of a run: how many may be live at once,
+// and how deep a chain of parents may go (a run started by no parent is
+// at depth 0, its child at 1).
+type ChildLimits struct {
+	MaxLive  int
+	MaxDepth int
+}
+
+// WithDefaults is l with the defaults where unset.
+func (l ChildLimits) WithDefaults() ChildLimits {
+	if l.MaxLive <= 0 {
+		l.MaxLive = DefaultMaxLiveChildren
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultMaxChildDepth
+	}
+	return l
+}
+
 // ChildRequest is a worker's child step: the child run to start once.
 type ChildRequest struct {
 	Step              string
@@ -155,4 +180,7 @@ type ChildRequest struct {
 	ParentClosePolicy string
 	Await             bool
 	Timeout           *time.Duration
+	// Limits bound the parent's children; only a call that would create
+	// a new child is held to them.
+	Limits ChildLimits
 }

@@ -36,6 +36,45 @@ const childOfStepSQL = `SELECT run_id FROM workflow_runs WHERE parent_run_id = $
 
 const runQueueSQL = `SELECT task_queue FROM workflow_runs WHERE run_id = $1`
 
+// childLimitsSQL reads, for the parent $1, its live children (counted up
+// to $2) and its depth: how many ancestors it has, walked up
+// parent_run_id at most $3 steps, so the walk costs no more than the
+// limit it checks.
+const childLimitsSQL = `
+WITH RECURSIVE up (run_id, depth) AS (
+	SELECT parent_run_id, 1 FROM workflow_runs WHERE run_id = $1 AND parent_run_id IS NOT NULL
+	UNION ALL
+	SELECT r.parent_run_id, up.depth + 1 FROM up JOIN workflow_runs r ON r.run_id = up.run_id
+	WHERE r.parent_run_id IS NOT NULL AND up.depth < $3::bigint
+)
+SELECT (SELECT count(*) FROM (SELECT 1 FROM workflow_runs WHERE parent_run_id = $1
+		AND status IN ('pending', 'sleeping', 'running') LIMIT $2::bigint) live),
+	COALESCE((SELECT max(depth) FROM up), 0)`
+
+// checkChildLimits refuses a new child of the parent when the parent has
+// its most live children already, or is as deep as a run may be. The
+// caller holds the parent's row lock (fence), so concurrent child calls
+// of one parent count one after the other, each seeing the children the
+// ones before it committed.
+func checkChildLimits(ctx context.Context, tx pgx.Tx, parentID string, l domain.ChildLimits) error {
+	l = l.WithDefaults()
+	var live, depth int64
+	if err := tx.QueryRow(ctx, childLimitsSQL, parentID, l.MaxLive, l.MaxDepth).Scan(&live, &depth); err != nil {
+		return err
+	}
+	if live >= int64(l.MaxLive) {
+		return domain.Errorf(domain.CodeLimitExceeded,
+			"run %s has %d live children, the most a run may have (max_live_children); one must end before another starts",
+			parentID, live)
+	}
+	if depth >= int64(l.MaxDepth) {
+		return domain.Errorf(domain.CodeLimitExceeded,
+			"run %s is at depth %d; a child of it would pass the deepest a chain of children may go (max_child_depth %d)",
+			parentID, depth, l.MaxDepth)
+	}
+	return nil
+}
+
 // childEndSignalSQL is the end signal of a child step, when it has one.
 const childEndSignalSQL = `
 SELECT signal_id, name, seq, input FROM signals
@@ -125,12 +164,17 @@ func (s *Store) StartChild(ctx context.Context, namespace, runID, leaseID string
 
 // startChild creates the child of the parent's step, or finds the one an
 // earlier attempt of the parent created. A live run holding the child's
-// external ID is a conflict: it is never adopted.
+// external ID is a conflict: it is never adopted. Only a new child is held
+// to the child limits: finding the existing one answers as before, at the
+// cap or not.
 func startChild(ctx context.Context, tx pgx.Tx, namespace, parentID string, req domain.ChildRequest) (string, error) {
 	var id string
 	err := tx.QueryRow(ctx, childOfStepSQL, parentID, req.Step).Scan(&id)
 	if err == nil || !errors.Is(err, pgx.ErrNoRows) {
 		return id, err
+	}
+	if err := checkChildLimits(ctx, tx, parentID, req.Limits); err != nil {
+		return "", err
 	}
 	n := req.Run
 	if n.TaskQueue == "" {

@@ -39,6 +39,8 @@ type Config struct {
 	MaxHistoryBytes     int64         `split_words:"true" default:"4194304" desc:"most bytes of step history one claim answer carries; a task over it has steps_truncated"`
 	MaxBufferedSignals  int           `split_words:"true" default:"1000" desc:"most signals waiting in one run's inbox; a send over it is refused with 429"`
 	MaxSignalsPerRun    int           `split_words:"true" default:"10000" desc:"most signals one run may ever receive"`
+	MaxLiveChildren     int           `split_words:"true" default:"1000" desc:"most live children one run may have; a child step over it is refused with 409"`
+	MaxChildDepth       int           `split_words:"true" default:"16" desc:"deepest chain of child runs (a run started by no parent is at depth 0); a child step past it is refused with 409"`
 	MaxWaitMS           int64         `split_words:"true" default:"60000" desc:"longest long-poll (claim, wait for a run), in ms"`
 	LeaseDurationMS     int64         `split_words:"true" default:"30000" desc:"lease a claim or heartbeat grants, in ms"`
 	HeartbeatIntervalMS int64         `split_words:"true" default:"10000" desc:"interval workers are told to heartbeat at, in ms; less than half the lease"`
@@ -109,6 +111,8 @@ func (c Config) validate() error {
 		{"MAX_HISTORY_BYTES", c.MaxHistoryBytes},
 		{"MAX_BUFFERED_SIGNALS", int64(c.MaxBufferedSignals)},
 		{"MAX_SIGNALS_PER_RUN", int64(c.MaxSignalsPerRun)},
+		{"MAX_LIVE_CHILDREN", int64(c.MaxLiveChildren)},
+		{"MAX_CHILD_DEPTH", int64(c.MaxChildDepth)},
 		{"LEASE_DURATION_MS", c.LeaseDurationMS},
 		{"HEARTBEAT_INTERVAL_MS", c.HeartbeatIntervalMS},
 	}
@@ -184,6 +188,7 @@ func (c Config) limits() api.Limits {
 		LeaseDuration:     ms(c.LeaseDurationMS),
 		HeartbeatInterval: ms(c.HeartbeatIntervalMS),
 		Signals:           domain.SignalLimits{MaxBuffered: c.MaxBufferedSignals, MaxPerRun: c.MaxSignalsPerRun},
+		Children:          domain.ChildLimits{MaxLive: c.MaxLiveChildren, MaxDepth: c.MaxChildDepth},
 	}
 }
 

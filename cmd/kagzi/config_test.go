@@ -33,6 +33,8 @@ var vars = []struct{ name, def string }{
 	{"KAGZI_MAX_HISTORY_BYTES", "4194304"},
 	{"KAGZI_MAX_BUFFERED_SIGNALS", "1000"},
 	{"KAGZI_MAX_SIGNALS_PER_RUN", "10000"},
+	{"KAGZI_MAX_LIVE_CHILDREN", "1000"},
+	{"KAGZI_MAX_CHILD_DEPTH", "16"},
 	{"KAGZI_MAX_WAIT_MS", "60000"},
 	{"KAGZI_LEASE_DURATION_MS", "30000"},
 	{"KAGZI_HEARTBEAT_INTERVAL_MS", "10000"},
@@ -94,6 +96,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		MaxHistoryBytes:     4194304,
 		MaxBufferedSignals:  1000,
 		MaxSignalsPerRun:    10000,
+		MaxLiveChildren:     1000,
+		MaxChildDepth:       16,
 		MaxWaitMS:           60000,
 		LeaseDurationMS:     30000,
 		HeartbeatIntervalMS: 10000,
@@ -129,6 +133,8 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		"KAGZI_MAX_HISTORY_BYTES":     "5000",
 		"KAGZI_MAX_BUFFERED_SIGNALS":  "5",
 		"KAGZI_MAX_SIGNALS_PER_RUN":   "6",
+		"KAGZI_MAX_LIVE_CHILDREN":     "7",
+		"KAGZI_MAX_CHILD_DEPTH":       "3",
 		"KAGZI_MAX_WAIT_MS":           "0",
 		"KAGZI_LEASE_DURATION_MS":     "1500",
 		"KAGZI_HEARTBEAT_INTERVAL_MS": "500",
@@ -169,6 +175,8 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		MaxHistoryBytes:     5000,
 		MaxBufferedSignals:  5,
 		MaxSignalsPerRun:    6,
+		MaxLiveChildren:     7,
+		MaxChildDepth:       3,
 		MaxWaitMS:           0,
 		LeaseDurationMS:     1500,
 		HeartbeatIntervalMS: 500,
@@ -185,7 +193,8 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 	}
 	l := got.limits()
 	if l.Payload.MaxBytes != 4096 || l.Payload.WarnBytes != 4096 || l.MaxBatch != 3 || l.MaxBatchBytes != 4096 || l.MaxHistoryBytes != 5000 ||
-		l.MaxWait != 0 || l.LeaseDuration != 1500*time.Millisecond || l.HeartbeatInterval != 500*time.Millisecond {
+		l.MaxWait != 0 || l.LeaseDuration != 1500*time.Millisecond || l.HeartbeatInterval != 500*time.Millisecond ||
+		l.Signals.MaxBuffered != 5 || l.Signals.MaxPerRun != 6 || l.Children.MaxLive != 7 || l.Children.MaxDepth != 3 {
 		t.Fatalf("limits: got %+v, want those of the variables set", l)
 	}
 	if to, want := got.timeouts(), (api.Timeouts{ReadHeader: time.Second, ReadBody: 2 * time.Second, Idle: 3 * time.Second, Write: 4 * time.Second}); to != want {
@@ -211,6 +220,10 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"KAGZI_MAX_HISTORY_BYTES", "0"},
 		{"KAGZI_MAX_BUFFERED_SIGNALS", "0"},
 		{"KAGZI_MAX_SIGNALS_PER_RUN", "-1"},
+		{"KAGZI_MAX_LIVE_CHILDREN", "0"},
+		{"KAGZI_MAX_LIVE_CHILDREN", "many"},
+		{"KAGZI_MAX_CHILD_DEPTH", "0"},
+		{"KAGZI_MAX_CHILD_DEPTH", "-2"},
 		{"KAGZI_MAX_BATCH_BYTES", "2097151"}, // under the payload limit
 		{"KAGZI_MAX_WAIT_MS", "-1"},
 		{"KAGZI_MAX_WAIT_MS", "1m"},
