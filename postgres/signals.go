@@ -292,14 +292,18 @@ SELECT CASE WHEN $1::timestamptz IS NOT NULL THEN $1::timestamptz
 
 // parkWaitSQL ends the lease and parks the run until a signal it waits
 // for arrives or its deadline ($2, NULL for none) passes; the queue is
-// notified, so that its claims' timers learn the deadline.
+// notified when there is a deadline, so that its claims' timers learn it.
+// A wait with none makes nothing claimable, ever, by itself: a notification
+// would only send the queue's parked claims to look for nothing, and keep
+// them from taking a hand-off meanwhile.
 const parkWaitSQL = `
 WITH r AS (
 	UPDATE workflow_runs SET status = 'sleeping', available_at = $2, waiting_for = $3,
 		lease_id = NULL, lease_expires_at = NULL, new_attempt = false
 	WHERE run_id = $1 RETURNING namespace, task_queue
 )
-SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r`
+SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r
+WHERE $2::timestamptz IS NOT NULL`
 
 // Wait is a worker's wait step: it resolves with the oldest buffered
 // signal it waits for, or with a timeout once its deadline has passed, or
