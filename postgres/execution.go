@@ -319,18 +319,29 @@ WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[])
 		WITH ORDINALITY AS r(namespace, run_id, lease_id, output, i)
 ), l AS MATERIALIZED (
-	SELECT w.run_id FROM workflow_runs w JOIN req ON w.run_id = req.run_id
-	WHERE w.namespace = req.namespace AND w.lease_id = req.lease_id
+	-- One primary-key lookup per request, in run_id order, the lease
+	-- checked on the locked row (its latest version): with the state in
+	-- the lookup, and statistics from before many runs were running, the
+	-- planner took the partial index of running runs and joined every
+	-- request against every running run, a cost that grew with the runs
+	-- in flight.
+	SELECT q.i, w.run_id
+	FROM (SELECT run_id, namespace, lease_id, i FROM req ORDER BY run_id) q, LATERAL (
+		SELECT run_id, namespace, lease_id, status, lease_expires_at
+		FROM workflow_runs WHERE run_id = q.run_id
+		OFFSET 0 -- keeps the lease test below out of this lookup
+		FOR UPDATE
+	) w
+	WHERE w.namespace = q.namespace AND w.lease_id = q.lease_id
 		AND w.status = 'running' AND w.lease_expires_at > now()
-	ORDER BY w.run_id
-	FOR UPDATE OF w
 ), c AS (
+	-- The rows of l are locked by this statement and were checked on their
+	-- latest version, so nothing can have changed them since; the lease is
+	-- matched again only to pair each row with its own request.
 	UPDATE workflow_runs w SET status = 'completed', output = req.output::json, finished_at = now(),
 		completed_lease_id = w.lease_id, lease_id = NULL, lease_expires_at = NULL
-	FROM req
-	WHERE w.run_id IN (SELECT run_id FROM l)
-		AND w.namespace = req.namespace AND w.run_id = req.run_id AND w.lease_id = req.lease_id
-		AND w.status = 'running' AND w.lease_expires_at > now()
+	FROM l JOIN req USING (i)
+	WHERE w.run_id = l.run_id AND w.lease_id = req.lease_id
 	RETURNING w.namespace, w.task_queue, w.run_id, req.i
 ), s AS (
 	UPDATE workflow_steps st SET status = 'failed', finished_at = now(), error = $5
