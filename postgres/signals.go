@@ -37,16 +37,27 @@ const lockRunByExternalIDSQL = `
 SELECT run_id, status, attempt, task_queue, workflow_type FROM workflow_runs
 WHERE namespace = $1 AND external_id = $2 AND status IN ('pending', 'sleeping', 'running') FOR UPDATE`
 
-// inboxSQL reads, once the run is locked, its buffered signals, its last
-// seq, and the wait step of its attempt $3 that waits for signal $2 and
-// has not resolved yet (NULL when none does).
-const inboxSQL = `
-SELECT count(*) FILTER (WHERE status = 'buffered'), COALESCE(max(seq), 0),
-	(SELECT name FROM workflow_steps
-	WHERE run_id = $1 AND kind = 'wait' AND status = 'running' AND run_attempt = $3
-		AND (input->'signals')::jsonb ? $2
-	ORDER BY seq LIMIT 1)
-FROM signals WHERE run_id = $1`
+// The inbox statements read, in the statement after the one that locked
+// the run (so that they see it as locked), its buffered signals, its last
+// seq, and the wait step of its current attempt that waits for signal $3
+// and has not resolved yet (NULL when none does). The run is named as the
+// lock named it: by ID ($2), or as the live run holding an external ID.
+const (
+	inboxTailSQL = `
+SELECT count(*) FILTER (WHERE s.status = 'buffered'), COALESCE(max(s.seq), 0),
+	(SELECT st.name FROM workflow_steps st, r
+	WHERE st.run_id = r.run_id AND st.kind = 'wait' AND st.status = 'running' AND st.run_attempt = r.attempt
+		AND (st.input->'signals')::jsonb ? $3
+	ORDER BY st.seq LIMIT 1)
+FROM signals s WHERE s.run_id = (SELECT run_id FROM r)`
+	inboxByIDSQL = `
+WITH r AS (SELECT run_id, attempt FROM workflow_runs WHERE namespace = $1 AND run_id = $2)` + inboxTailSQL
+	inboxByExternalIDSQL = `
+WITH r AS (
+	SELECT run_id, attempt FROM workflow_runs
+	WHERE namespace = $1 AND external_id = $2 AND status IN ('pending', 'sleeping', 'running')
+)` + inboxTailSQL
+)
 
 const insertSignalSQL = `
 INSERT INTO signals (signal_id, namespace, run_id, seq, name, input, status, step, idempotency_key, target)
@@ -153,12 +164,29 @@ func (s *Store) SendSignal(ctx context.Context, namespace string, req domain.Sen
 	}
 }
 
-// sendSignal sends within tx. A run it wakes is claimed for a claim parked
-// on this replica when h is not nil and there is one; h says which.
+// sendSignal sends within tx, in two round trips: one reads (the key's
+// earlier send, the run, locked, and its inbox), the other writes (the
+// signal, and its delivery to the wait step waiting for it). A run it
+// wakes is claimed for a claim parked on this replica when h is not nil
+// and there is one; h says which.
 func (s *Store) sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.SendSignal, limits domain.SignalLimits, h *handedOff) (domain.Signal, bool, error) {
 	var sg domain.Signal
+	lockSQL, inboxSQL, target := lockRunByIDSQL, inboxByIDSQL, req.Target.RunID
+	if target == "" {
+		lockSQL, inboxSQL, target = lockRunByExternalIDSQL, inboxByExternalIDSQL, req.Target.ExternalID
+	}
+	// Statements of a batch run one after the other, each with its own
+	// snapshot: the inbox is read once the run is locked.
+	reads := &pgx.Batch{}
 	if req.IdempotencyKey != "" {
-		found, err := replaySignal(ctx, tx, namespace, req, &sg)
+		reads.Queue(signalByKeySQL, namespace, req.IdempotencyKey)
+	}
+	reads.Queue(lockSQL, namespace, target)
+	reads.Queue(inboxSQL, namespace, target, req.Name)
+	br := tx.SendBatch(ctx, reads)
+	defer br.Close()
+	if req.IdempotencyKey != "" {
+		found, err := replaySignal(br.QueryRow(), req, &sg)
 		if found || err != nil {
 			return sg, found, err
 		}
@@ -166,12 +194,7 @@ func (s *Store) sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req
 	var runID, queue, workflowType string
 	var status domain.RunStatus
 	var attempt int
-	var err error
-	if req.Target.RunID != "" {
-		err = tx.QueryRow(ctx, lockRunByIDSQL, namespace, req.Target.RunID).Scan(&runID, &status, &attempt, &queue, &workflowType)
-	} else {
-		err = tx.QueryRow(ctx, lockRunByExternalIDSQL, namespace, req.Target.ExternalID).Scan(&runID, &status, &attempt, &queue, &workflowType)
-	}
+	err := br.QueryRow().Scan(&runID, &status, &attempt, &queue, &workflowType)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if req.Target.RunID != "" {
 			return sg, false, domain.Errorf(domain.CodeNotFound, "run %s not found", req.Target.RunID)
@@ -187,7 +210,10 @@ func (s *Store) sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req
 	}
 	var buffered, last int64
 	var step *string // the wait step the signal goes to
-	if err := tx.QueryRow(ctx, inboxSQL, runID, req.Name, attempt).Scan(&buffered, &last, &step); err != nil {
+	if err := br.QueryRow().Scan(&buffered, &last, &step); err != nil {
+		return sg, false, err
+	}
+	if err := br.Close(); err != nil {
 		return sg, false, err
 	}
 	if last >= int64(limits.MaxPerRun) {
@@ -198,56 +224,78 @@ func (s *Store) sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req
 		return sg, false, &domain.Error{Code: domain.CodeResourceExhausted, RetryAfter: time.Second,
 			Message: fmt.Sprintf("run %s has %d signals waiting in its inbox, its most", runID, buffered)}
 	}
-	sigStatus := domain.SignalBuffered
-	if step != nil {
-		sigStatus = domain.SignalDelivered
+
+	signalID, seq := newID(), last+1
+	insertArgs := func(st domain.SignalStatus) []any {
+		return []any{signalID, namespace, runID, seq, req.Name, req.Input, st, step, req.IdempotencyKey, req.Target.Key()}
 	}
-	err = scanSignal(tx.QueryRow(ctx, insertSignalSQL, newID(), namespace, runID, last+1, req.Name,
-		req.Input, sigStatus, step, req.IdempotencyKey, req.Target.Key()), &sg)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return sg, false, errKeyRaced // rolled back; the key's first send is replayed
-	}
-	if err != nil || step == nil {
+	if step == nil {
+		err = scanSignal(tx.QueryRow(ctx, insertSignalSQL, insertArgs(domain.SignalBuffered)...), &sg)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return sg, false, errKeyRaced // rolled back; the key's first send is replayed
+		}
 		return sg, false, err
 	}
+	// The signal goes to the wait step: it is stored and delivered in one
+	// round trip. Should the insert find the key taken meanwhile, the
+	// delivery is rolled back with it.
 	out, err := json.Marshal(domain.WaitOutput{Signal: &domain.WaitSignal{
-		Name: sg.Name, Input: req.Input, Seq: sg.Seq, SignalID: sg.SignalID}})
+		Name: req.Name, Input: req.Input, Seq: seq, SignalID: signalID}})
 	if err != nil {
 		return sg, false, err
 	}
 	if h != nil && s.handoff != nil && status == domain.RunSleeping {
 		h.slot, _ = s.handoff.Offer(namespace, queue, workflowType)
 	}
+	var workerID *string
+	writes := &pgx.Batch{}
+	writes.Queue(insertSignalSQL, insertArgs(domain.SignalDelivered)...)
 	if h == nil || h.slot == nil {
-		_, err = tx.Exec(ctx, deliverSQL, runID, *step, out)
+		writes.Queue(deliverSQL, runID, *step, out)
+	} else {
+		if id := h.slot.WorkerID(); id != "" {
+			workerID = &id
+		}
+		writes.Queue(deliverHandedOffSQL, runID, namespace, queue, workerID, s.leaseDuration.Milliseconds(), *step, out)
+	}
+	bw := tx.SendBatch(ctx, writes)
+	defer bw.Close()
+	err = scanSignal(bw.QueryRow(), &sg)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return sg, false, errKeyRaced
+	}
+	if err != nil {
 		return sg, false, err
 	}
-	var workerID *string
-	if id := h.slot.WorkerID(); id != "" {
-		workerID = &id
+	if h == nil || h.slot == nil {
+		_, err = bw.Exec()
+		return sg, false, err
 	}
 	t := domain.Task{RunID: runID, Namespace: namespace, TaskQueue: queue}
 	var newStatus domain.RunStatus
 	var leaseID *string
 	var expires *time.Time
-	err = tx.QueryRow(ctx, deliverHandedOffSQL, runID, namespace, queue, workerID, s.leaseDuration.Milliseconds(),
-		*step, out).Scan(&newStatus, &t.WorkflowType, &t.Version, &t.Input, &t.Attempt, &leaseID, &expires, nil)
+	err = bw.QueryRow().Scan(&newStatus, &t.WorkflowType, &t.Version, &t.Input, &t.Attempt, &leaseID, &expires, nil)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return sg, false, nil // it waits no more: its deadline came first
+		return sg, false, bw.Close() // it waits no more: its deadline came first
 	}
 	if err == nil && newStatus == domain.RunRunning && leaseID != nil {
 		t.LeaseID, t.LeaseExpiresAt = *leaseID, expires.UTC()
 		h.task = &t
 	}
-	return sg, false, err
+	if err != nil {
+		return sg, false, err
+	}
+	return sg, false, bw.Close()
 }
 
-// replaySignal looks the send's idempotency key up: found, it fills sg
-// when the request is the same, and refuses it otherwise.
-func replaySignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.SendSignal, sg *domain.Signal) (bool, error) {
+// replaySignal reads the lookup of the send's idempotency key (row):
+// found, it fills sg when the request is the same, and refuses it
+// otherwise.
+func replaySignal(row pgx.Row, req domain.SendSignal, sg *domain.Signal) (bool, error) {
 	var target string
 	var input json.RawMessage
-	err := scanSignal(tx.QueryRow(ctx, signalByKeySQL, namespace, req.IdempotencyKey), sg, &target, &input)
+	err := scanSignal(row, sg, &target, &input)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -421,7 +469,7 @@ func (s *Store) SignalWithStart(ctx context.Context, namespace string, n domain.
 		res = domain.SignalWithStartResult{}
 		err = s.inTx(ctx, "signal with start "+req.Name, func(tx pgx.Tx) error {
 			if req.IdempotencyKey != "" {
-				found, err := replaySignal(ctx, tx, namespace, req, &res.Signal)
+				found, err := replaySignal(tx.QueryRow(ctx, signalByKeySQL, namespace, req.IdempotencyKey), req, &res.Signal)
 				if err != nil {
 					return err
 				}
