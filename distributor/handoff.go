@@ -16,7 +16,9 @@ import (
 //
 // Offer only ever hands a run to a claim whose queue is known to have
 // nothing for it (its last claim came up short, and no notification came
-// since), so a hand-off never overtakes runs that were claimable first.
+// since), so a hand-off does not overtake runs that were claimable first,
+// but for those whose notification or timer is still on its way: a few
+// milliseconds' worth.
 
 // Slot is one parked claim reserved by Offer. Exactly one of Deliver and
 // Cancel must be called, once the caller's transaction has ended.

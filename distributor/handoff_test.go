@@ -242,3 +242,97 @@ func TestTwoServersHandOffEachRunOnce(t *testing.T) {
 	claimEachRunOnceWith(t, true, func(i int) []string { return [][]string{{"a", "b"}, {"b"}, {"a", "b", "c"}, {"c", "a"}}[i%4] },
 		func(i int) string { return []string{"a", "b", "c"}[i%3] })
 }
+
+// TestHandoffDoesNotWaitForABusyWorkerRow: a start for a parked claim
+// whose worker's row another transaction holds (a heartbeat, a
+// deregistration: they lock the worker, then its runs) does not wait for
+// it, which could close a cycle with a transaction holding the run; the
+// run is created pending, and a claim takes it once the row is free.
+func TestHandoffDoesNotWaitForABusyWorkerRow(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	store, d := newBareDistributor(t, pool)
+	store.HandOffTo(d)
+	ctx := context.Background()
+	w, err := store.RegisterWorker(ctx, ns, domain.Worker{TaskQueue: "q", WorkflowTypes: []string{}, Labels: map[string]string{}, MaxConcurrent: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := claimReq("q", 10, 30*time.Second)
+	req.WorkerID = w.WorkerID
+	ch := claimAsync(ctx, d, req)
+	waitFor(t, "parked", func() bool { return store.claims.Load() == 1 })
+
+	busy, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = busy.Rollback(ctx) }()
+	if _, err := busy.Exec(ctx, `UPDATE workers SET last_heartbeat_at = now() WHERE worker_id = $1`, w.WorkerID); err != nil {
+		t.Fatal(err)
+	}
+	nr, err := domain.StartRequest{WorkflowType: "wf", TaskQueue: "q"}.Validate(domain.PayloadLimits{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type started struct {
+		run domain.Run
+		err error
+	}
+	ch2 := make(chan started, 1)
+	go func() {
+		run, _, err := store.StartRun(ctx, ns, nr)
+		ch2 <- started{run, err}
+	}()
+	var run domain.Run
+	select {
+	case st := <-ch2:
+		if st.err != nil {
+			t.Fatal(st.err)
+		}
+		run = st.run
+	case <-time.After(10 * time.Second):
+		t.Fatal("the start waited for the worker's row")
+	}
+	if run.Status != domain.RunPending {
+		t.Fatalf("run started while its claimant's row was busy: %s, want pending", run.Status)
+	}
+	batch := startRuns(t, store.Store, "q", 2, nil) // a batch start does not wait either
+	if err := busy.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.Notify(ns, "q")
+	r := receive(t, ch, 5*time.Second)
+	if len(r.tasks) != 3 || r.tasks[0].RunID != run.RunID || r.tasks[1].RunID != batch[0] {
+		t.Fatalf("claim after the row was free: got %+v, want the three runs in order", r.tasks)
+	}
+}
+
+// TestWaitWithoutDeadlineFreesLimitedSlot: a run that parks in a wait
+// with no deadline stops running, so on a queue with a concurrency limit
+// it frees a slot: the claim the limit held back gets the next run at
+// once, not at the backstop.
+func TestWaitWithoutDeadlineFreesLimitedSlot(t *testing.T) {
+	t.Parallel()
+	pool, url := pgtest.NewPool(t)
+	s := newServer(t, pool, url, time.Minute)
+	one := 1
+	patchQueue(t, s, "q", domain.TaskQueuePatch{MaxConcurrent: domain.Nullable[int]{Set: true, Value: &one}})
+	ids := startRuns(t, s.store.Store, "q", 2, nil)
+	first := receive(t, claimAsync(context.Background(), s.dist, claimReq("q", 1, 5*time.Second)), 10*time.Second)
+	if len(first.tasks) != 1 || first.tasks[0].RunID != ids[0] {
+		t.Fatalf("first claim: got %+v, want run %s", first.tasks, ids[0])
+	}
+	statements := s.store.claims.Load()
+	ch := claimAsync(context.Background(), s.dist, claimReq("q", 1, 30*time.Second))
+	waitFor(t, "the second claim held back by the limit", func() bool { return s.store.claims.Load() > statements })
+	res, err := s.store.Wait(context.Background(), ns, ids[0], first.tasks[0].LeaseID,
+		domain.WaitRequest{Step: "approval", Signals: []string{"go"}})
+	if err != nil || res.Resolved {
+		t.Fatalf("wait: resolved %v, err %v; want parked", res.Resolved, err)
+	}
+	r := receive(t, ch, 10*time.Second)
+	if len(r.tasks) != 1 || r.tasks[0].RunID != ids[1] || r.elapsed > 8*time.Second {
+		t.Fatalf("held-back claim: got %+v after %s, want run %s at once", r.tasks, r.elapsed, ids[1])
+	}
+}

@@ -3,11 +3,14 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kagzi/kagzi/domain"
 )
@@ -85,11 +88,17 @@ WHERE namespace = $1 AND external_id = $2 AND status IN ('pending', 'sleeping', 
 // the queue must have no settings that hold claims back. The run is then
 // claimed as a claim would: running, attempt counted, under a fresh lease
 // of $5 ms.
+//
+// The worker's row is taken SKIP LOCKED: the statement already holds the
+// run (a signal's send locked it first), and a worker heartbeat or
+// deregistration locks the worker's row, then its runs; waiting for the
+// row here could close a cycle with them. A row that is busy makes the
+// run pending instead, and a claim takes it as usual.
 const handoffClaimSQL = `
 claimant AS MATERIALIZED (
 	SELECT worker_id FROM workers
 	WHERE namespace = $2 AND worker_id = $4::uuid AND status = 'online' AND task_queue = $3
-	FOR SHARE
+	FOR SHARE SKIP LOCKED
 ), handoff AS MATERIALIZED (
 	SELECT ($4::uuid IS NULL OR EXISTS (SELECT FROM claimant))
 		AND NOT EXISTS (SELECT FROM task_queues tq WHERE tq.namespace = $2 AND tq.name = $3
@@ -106,7 +115,7 @@ WITH ` + handoffClaimSQL + `, ins AS (
 		status, input, retry_policy, available_at,
 		attempt, new_attempt, lease_id, lease_expires_at, worker_id, started_at)
 	SELECT $1, $2, $3, $6, $7, $8, CASE WHEN ok THEN 'running' ELSE 'pending' END, $9, $10, now(),
-		ok::int, NOT ok, CASE WHEN ok THEN gen_random_uuid() END,
+		ok::int, NOT ok, CASE WHEN ok THEN $11::uuid END,
 		CASE WHEN ok THEN now() + $5 * interval '1 millisecond' END,
 		CASE WHEN ok THEN $4::uuid END, CASE WHEN ok THEN now() END
 	FROM handoff
@@ -130,12 +139,8 @@ func (s *Store) HandOffTo(h domain.Handoff) { s.handoff = h }
 // then it is created running, and returned so.
 func (s *Store) StartRun(ctx context.Context, namespace string, n domain.NewRun) (run domain.Run, created bool, err error) {
 	for {
-		var slot domain.HandoffSlot
 		if s.handoff != nil && n.StartAt == nil && n.StartDelay <= 0 {
-			slot, _ = s.handoff.Offer(namespace, n.TaskQueue, n.WorkflowType)
-		}
-		if slot != nil {
-			run, created, err = s.startHandedOff(ctx, namespace, n, slot)
+			run, created, err = s.startOrHandOff(ctx, namespace, n)
 		} else {
 			row := s.pool.QueryRow(ctx, startRunSQL, newID(), namespace, n.TaskQueue, n.WorkflowType,
 				n.ExternalID, n.Version, n.Input, n.RetryPolicy, n.StartAt, n.StartDelay.Milliseconds())
@@ -164,22 +169,64 @@ func (s *Store) StartRun(ctx context.Context, namespace string, n domain.NewRun)
 // answers that claim once the run is committed claimed for it; otherwise
 // the claim goes back to waiting. It returns pgx.ErrNoRows when a live run
 // holds the external ID.
-func (s *Store) startHandedOff(ctx context.Context, namespace string, n domain.NewRun, slot domain.HandoffSlot) (run domain.Run, created bool, err error) {
+func (s *Store) startHandedOff(ctx context.Context, conn *pgxpool.Conn, namespace string, n domain.NewRun, slot domain.HandoffSlot) (run domain.Run, created bool, err error) {
 	var workerID *string
 	if id := slot.WorkerID(); id != "" {
 		workerID = &id
 	}
+	runID, lease := newID(), newLeaseID()
 	var leaseID *string
-	row := s.pool.QueryRow(ctx, startHandedOffSQL, newID(), namespace, n.TaskQueue, workerID,
-		s.leaseDuration.Milliseconds(), n.WorkflowType, n.ExternalID, n.Version, n.Input, n.RetryPolicy)
+	row := conn.QueryRow(ctx, startHandedOffSQL, runID, namespace, n.TaskQueue, workerID,
+		s.leaseDuration.Milliseconds(), n.WorkflowType, n.ExternalID, n.Version, n.Input, n.RetryPolicy, lease)
 	if err = scanRun(row, &run, &leaseID, nil); err != nil || leaseID == nil {
 		slot.Cancel()
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			s.releaseUncertain(domain.Lease{RunID: runID, LeaseID: lease})
+		}
 		return run, err == nil, err
 	}
 	slot.Deliver(domain.Task{RunID: run.RunID, Namespace: namespace, TaskQueue: run.TaskQueue,
 		WorkflowType: run.WorkflowType, Version: run.Version, Input: n.Input, Attempt: run.Attempt,
 		LeaseID: *leaseID, LeaseExpiresAt: *run.LeaseExpiresAt, Fresh: true})
 	return run, true, nil
+}
+
+// startOrHandOff starts a run available now, handing it to a claim parked
+// for it if there is one once a connection is at hand (so that the claim
+// is not held back while the pool is busy).
+func (s *Store) startOrHandOff(ctx context.Context, namespace string, n domain.NewRun) (run domain.Run, created bool, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return run, false, err
+	}
+	defer conn.Release()
+	if slot, ok := s.handoff.Offer(namespace, n.TaskQueue, n.WorkflowType); ok {
+		return s.startHandedOff(ctx, conn, namespace, n, slot)
+	}
+	row := conn.QueryRow(ctx, startRunSQL, newID(), namespace, n.TaskQueue, n.WorkflowType,
+		n.ExternalID, n.Version, n.Input, n.RetryPolicy, n.StartAt, n.StartDelay.Milliseconds())
+	err = scanRun(row, &run, nil)
+	return run, err == nil, err
+}
+
+// newLeaseID returns a fresh lease ID, random as gen_random_uuid's: it is
+// chosen here when the caller must know it even if the statement's
+// outcome is unknown.
+func newLeaseID() string { return uuid.NewString() }
+
+// releaseUncertain puts back runs a hand-off may have claimed by a
+// statement whose outcome is unknown (its answer was lost, or its context
+// ended while it ran): their claim was given back to waiting, so a run
+// committed under one of these leases would sit running, held by nobody,
+// until the lease expired. A lease that was never committed matches
+// nothing.
+func (s *Store) releaseUncertain(leases ...domain.Lease) {
+	if len(leases) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.ReleaseRuns(ctx, leases) // failing too, the lease expires and the rescuer puts it back
 }
 
 // StartResult is the outcome of one item of a batch start.
@@ -192,13 +239,13 @@ type StartResult = domain.StartResult
 const startBatchSQL = `
 WITH b AS (
 	SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-		$9::timestamptz[], $10::bigint[], $11::bool[], $12::uuid[])
+		$9::timestamptz[], $10::bigint[], $11::bool[], $12::uuid[], $14::uuid[])
 		AS b(run_id, task_queue, workflow_type, external_id, version, input, retry_policy, start_at, delay_ms,
-			handoff, worker_id)
+			handoff, worker_id, lease_id)
 ), claimants AS MATERIALIZED (
 	SELECT worker_id, task_queue FROM workers
 	WHERE namespace = $1 AND worker_id IN (SELECT worker_id FROM b WHERE handoff) AND status = 'online'
-	FOR SHARE
+	FOR SHARE SKIP LOCKED -- as in handoffClaimSQL
 ), items AS (
 	SELECT b.*, b.handoff
 		AND (b.worker_id IS NULL
@@ -211,7 +258,7 @@ INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, externa
 	status, input, retry_policy, available_at, attempt, new_attempt, lease_id, lease_expires_at, worker_id, started_at)
 SELECT run_id, $1, task_queue, workflow_type, external_id, version, CASE WHEN ok THEN 'running' ELSE 'pending' END,
 	input::json, retry_policy::jsonb, COALESCE(start_at, now() + delay_ms * interval '1 millisecond'),
-	ok::int, NOT ok, CASE WHEN ok THEN gen_random_uuid() END,
+	ok::int, NOT ok, CASE WHEN ok THEN lease_id END,
 	CASE WHEN ok THEN now() + $13 * interval '1 millisecond' END,
 	CASE WHEN ok THEN worker_id END, CASE WHEN ok THEN now() END
 FROM items
@@ -258,16 +305,20 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 	}
 
 	// Items available now go to claims parked on this replica, if any,
-	// in batch order.
+	// in batch order: offered once the transaction has its connection.
 	slots := make([]domain.HandoffSlot, n)
-	handoff, workers := make([]bool, n), make([]*string, n)
-	if s.handoff != nil {
+	handoff, workers, leases := make([]bool, n), make([]*string, n), make([]*string, n)
+	offer := func() {
+		if s.handoff == nil {
+			return
+		}
 		for i, it := range items {
 			if it.StartAt != nil || it.StartDelay > 0 {
 				continue
 			}
 			if slot, ok := s.handoff.Offer(namespace, it.TaskQueue, it.WorkflowType); ok {
-				slots[i], handoff[i] = slot, true
+				lease := newLeaseID()
+				slots[i], handoff[i], leases[i] = slot, true, &lease
 				if id := slot.WorkerID(); id != "" {
 					workers[i] = &id
 				}
@@ -282,8 +333,9 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 	var inserted map[string]claimed
 	results := make([]domain.StartResult, n)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		offer()
 		rows, err := tx.Query(ctx, startBatchSQL, namespace, ids, queues, types, externalIDs,
-			versions, inputs, policies, startAts, delays, handoff, workers, s.leaseDuration.Milliseconds())
+			versions, inputs, policies, startAts, delays, handoff, workers, s.leaseDuration.Milliseconds(), leases)
 		if err != nil {
 			return err
 		}
@@ -345,6 +397,7 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 		}
 		return err
 	})
+	var uncertain []domain.Lease
 	for i, slot := range slots {
 		if slot == nil {
 			continue
@@ -352,6 +405,9 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 		c := inserted[ids[i]]
 		if err != nil || c.leaseID == nil {
 			slot.Cancel()
+			if err != nil {
+				uncertain = append(uncertain, domain.Lease{RunID: ids[i], LeaseID: *leases[i]})
+			}
 			continue
 		}
 		it := items[i]
@@ -360,6 +416,7 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 			LeaseID: *c.leaseID, LeaseExpiresAt: c.expires.UTC(), Fresh: true})
 	}
 	if err != nil {
+		s.releaseUncertain(uncertain...) // the commit may have happened
 		return nil, fmt.Errorf("start batch: %w", translate(err))
 	}
 	return results, nil

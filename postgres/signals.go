@@ -90,10 +90,10 @@ SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM
 
 // deliverHandedOffSQL is deliverSQL ($1 the run, $6 the step, $7 its
 // output) for a run parked in that wait while a claim is parked for it on
-// this replica: the run is claimed for that claim when handoffClaimSQL's
-// conditions hold ($2 and $3 its namespace and queue, $4 the claim's
-// worker, $5 the lease in ms), and made pending, its queue notified,
-// otherwise.
+// this replica: the run is claimed for that claim, under the lease $8,
+// when handoffClaimSQL's conditions hold ($2 and $3 its namespace and
+// queue, $4 the claim's worker, $5 the lease in ms), and made pending, its
+// queue notified, otherwise.
 const deliverHandedOffSQL = `
 WITH ` + handoffClaimSQL + `, st AS (
 	UPDATE workflow_steps SET status = 'completed', output = $7, finished_at = now()
@@ -104,7 +104,7 @@ WITH ` + handoffClaimSQL + `, st AS (
 		available_at = CASE WHEN r.status = 'sleeping' THEN now() ELSE r.available_at END,
 		attempt = CASE WHEN r.status = 'sleeping' AND h.ok THEN r.attempt + r.new_attempt::int ELSE r.attempt END,
 		new_attempt = r.new_attempt AND NOT (r.status = 'sleeping' AND h.ok),
-		lease_id = CASE WHEN r.status = 'sleeping' AND h.ok THEN gen_random_uuid() ELSE r.lease_id END,
+		lease_id = CASE WHEN r.status = 'sleeping' AND h.ok THEN $8::uuid ELSE r.lease_id END,
 		lease_expires_at = CASE WHEN r.status = 'sleeping' AND h.ok THEN now() + $5 * interval '1 millisecond'
 			ELSE r.lease_expires_at END,
 		worker_id = CASE WHEN r.status = 'sleeping' AND h.ok THEN $4::uuid ELSE r.worker_id END,
@@ -121,19 +121,24 @@ FROM r`
 // handedOff is a claim parked on this replica that a transaction claimed
 // (or tried to claim) a run for: it is answered once the transaction ends.
 type handedOff struct {
-	slot domain.HandoffSlot
-	task *domain.Task // the run claimed for slot, if the transaction commits
+	slot  domain.HandoffSlot
+	lease domain.Lease // the lease the run is claimed under, if it is
+	task  *domain.Task // the run claimed for slot, if the transaction commits
 }
 
 // finish answers the parked claim with its task when the transaction
-// committed one, and gives it back otherwise.
-func (h *handedOff) finish(committed bool) {
+// committed one, and gives it back otherwise; when the transaction's
+// outcome is unknown (err), a run it may have claimed is released.
+func (s *Store) finishHandOff(h *handedOff, err error) {
 	switch {
 	case h.slot == nil:
-	case committed && h.task != nil:
+	case err == nil && h.task != nil:
 		h.slot.Deliver(*h.task)
 	default:
 		h.slot.Cancel()
+		if err != nil && h.lease.LeaseID != "" && !errors.Is(err, errKeyRaced) {
+			s.releaseUncertain(h.lease)
+		}
 	}
 	*h = handedOff{}
 }
@@ -157,7 +162,7 @@ func (s *Store) SendSignal(ctx context.Context, namespace string, req domain.Sen
 			sg, duplicate, e = s.sendSignal(ctx, tx, namespace, req, limits, &h)
 			return e
 		})
-		h.finish(err == nil)
+		s.finishHandOff(&h, err)
 		if !errors.Is(err, errKeyRaced) || try > 2 {
 			return sg, duplicate, err
 		}
@@ -256,7 +261,9 @@ func (s *Store) sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req
 		if id := h.slot.WorkerID(); id != "" {
 			workerID = &id
 		}
-		writes.Queue(deliverHandedOffSQL, runID, namespace, queue, workerID, s.leaseDuration.Milliseconds(), *step, out)
+		h.lease = domain.Lease{RunID: runID, LeaseID: newLeaseID()}
+		writes.Queue(deliverHandedOffSQL, runID, namespace, queue, workerID, s.leaseDuration.Milliseconds(), *step, out,
+			h.lease.LeaseID)
 	}
 	bw := tx.SendBatch(ctx, writes)
 	defer bw.Close()
@@ -339,11 +346,12 @@ SELECT CASE WHEN $1::timestamptz IS NOT NULL THEN $1::timestamptz
 	WHEN $2::bigint IS NOT NULL THEN now() + $2 * interval '1 millisecond' END, now()`
 
 // parkWaitSQL ends the lease and parks the run until a signal it waits
-// for arrives or its deadline ($2, NULL for none) passes; the queue is
-// notified when there is a deadline, so that its claims' timers learn it.
-// A wait with none makes nothing claimable, ever, by itself: a notification
-// would only send the queue's parked claims to look for nothing, and keep
-// them from taking a hand-off meanwhile.
+// for arrives or its deadline ($2, NULL for none) passes. The queue is
+// notified when there is a deadline, so that its claims' timers learn it,
+// and when the queue has concurrency limits, since a running run fewer may
+// let a held-back claim take another. Otherwise the park makes nothing
+// claimable: a notification would only send the queue's parked claims to
+// look for nothing, and keep them from taking a hand-off meanwhile.
 const parkWaitSQL = `
 WITH r AS (
 	UPDATE workflow_runs SET status = 'sleeping', available_at = $2, waiting_for = $3,
@@ -351,7 +359,9 @@ WITH r AS (
 	WHERE run_id = $1 RETURNING namespace, task_queue
 )
 SELECT pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r
-WHERE $2::timestamptz IS NOT NULL`
+WHERE $2::timestamptz IS NOT NULL
+	OR EXISTS (SELECT FROM task_queues tq WHERE tq.namespace = r.namespace AND tq.name = r.task_queue
+		AND (tq.max_concurrent IS NOT NULL OR tq.workflow_type_limits <> '{}'))`
 
 // Wait is a worker's wait step: it resolves with the oldest buffered
 // signal it waits for, or with a timeout once its deadline has passed, or
