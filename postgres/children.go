@@ -312,11 +312,17 @@ FROM c WHERE r.run_id = c.run_id
 RETURNING r.run_id, pg_notify('` + Channel + `', 'f:' || r.namespace || '/' || r.task_queue || '/' || r.run_id)`
 
 // runEndWorkSQL says whether any of the runs $1 is a child, a parent, or
-// has buffered signals.
+// has buffered signals: one index probe per run for each. As
+// "parent_run_id = ANY($1)", with statistics from a table with no child
+// (or from an empty one), the planner expected a match early in a
+// sequential scan, and read the whole table at every completion.
 const runEndWorkSQL = `
-SELECT EXISTS (SELECT 1 FROM workflow_runs WHERE run_id = ANY($1::uuid[]) AND parent_run_id IS NOT NULL),
-	EXISTS (SELECT 1 FROM workflow_runs WHERE parent_run_id = ANY($1::uuid[])),
-	EXISTS (SELECT 1 FROM signals WHERE run_id = ANY($1::uuid[]) AND status = 'buffered')`
+SELECT EXISTS (SELECT FROM unnest($1::uuid[]) AS u(id), LATERAL (
+		SELECT FROM workflow_runs w WHERE w.run_id = u.id AND w.parent_run_id IS NOT NULL LIMIT 1) x),
+	EXISTS (SELECT FROM unnest($1::uuid[]) AS u(id), LATERAL (
+		SELECT FROM workflow_runs w WHERE w.parent_run_id = u.id LIMIT 1) x),
+	EXISTS (SELECT FROM unnest($1::uuid[]) AS u(id), LATERAL (
+		SELECT FROM signals s WHERE s.run_id = u.id AND s.status = 'buffered' LIMIT 1) x)`
 
 // discardInboxSQL discards the unconsumed signals of the runs $1 that
 // completed or were cancelled; a failed run keeps its inbox, for a retry.

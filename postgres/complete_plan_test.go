@@ -79,3 +79,40 @@ func TestCompletionPlanWithManyRunsInFlight(t *testing.T) {
 		t.Errorf("the completion does not look its runs up by primary key:\n%s", plan)
 	}
 }
+
+// TestRunEndLookPlanAfterBulkLoad checks the look every completion takes
+// at its runs (a child? a parent? signals left?) in the planner's worst
+// case, statistics taken on an empty table before a bulk load: it must
+// probe an index per run, never read the table through.
+func TestRunEndLookPlanAfterBulkLoad(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	exec := execer(t, pool)
+	exec(`ANALYZE workflow_runs`)
+	exec(`ANALYZE signals`)
+	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, retry_policy,
+			available_at, finished_at)
+		SELECT gen_random_uuid(), 'default', 'q', 'w', 'completed', '{}', now(), now()
+		FROM generate_series(1, 20000)`)
+	var ids []string
+	rows, err := pool.Query(ctx, `SELECT run_id::text FROM workflow_runs LIMIT 50`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	rows, err = pool.Query(ctx, "EXPLAIN (ANALYZE) "+postgres.RunEndWorkSQL, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	if strings.Contains(plan, "Seq Scan on workflow_runs") {
+		t.Errorf("the look at ended runs reads the table through:\n%s", plan)
+	}
+}
