@@ -167,3 +167,48 @@ func execer(t *testing.T, pool *pgxpool.Pool) func(sql string) {
 		}
 	}
 }
+
+// TestClaimsArePlannedPerExecution: the claim statement is planned for each
+// execution's parameters, never run from a cached generic plan. A generic
+// plan made while the queue was small, or from statistics of an empty
+// table, sorted the whole backlog at every claim (a first burn-down after
+// such statistics ran at a quarter of the next). The connections that ran
+// claims must hold no prepared claim statement.
+func TestClaimsArePlannedPerExecution(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	s := postgres.NewStore(pool, time.Minute)
+	exec := execer(t, pool)
+	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, retry_policy, available_at)
+		SELECT gen_random_uuid(), 'default', 'q', 'w', 'pending', '{}', now() - interval '1 second'
+		FROM generate_series(1, 20)`)
+	for range 10 { // past the five executions after which a generic plan may be cached
+		if _, err := s.ClaimRuns(ctx, "default", "q", nil, []string{""}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ClaimRuns(ctx, "default", "q", []string{"w"}, []string{""}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conns := pool.AcquireAllIdle(ctx)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for _, c := range conns {
+		var prepared []string
+		rows, err := c.Query(ctx, `SELECT left(statement, 120) FROM pg_prepared_statements
+			WHERE statement LIKE '%claimants AS ' || 'MATERIALIZED%'`)
+		if err == nil {
+			prepared, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(prepared) > 0 {
+			t.Errorf("a connection holds prepared claim statements, whose generic plans can be cached: %q", prepared)
+		}
+	}
+}
