@@ -139,15 +139,7 @@ func (s *Store) HandOffTo(h domain.Handoff) { s.handoff = h }
 // then it is created running, and returned so.
 func (s *Store) StartRun(ctx context.Context, namespace string, n domain.NewRun) (run domain.Run, created bool, err error) {
 	for {
-		if s.handoff != nil && n.StartAt == nil && n.StartDelay <= 0 {
-			run, created, err = s.startOrHandOff(ctx, namespace, n)
-		} else {
-			row := s.pool.QueryRow(ctx, startRunSQL, newID(), namespace, n.TaskQueue, n.WorkflowType,
-				n.ExternalID, n.Version, n.Input, n.RetryPolicy, n.StartAt, n.StartDelay.Milliseconds())
-			err = scanRun(row, &run, nil)
-			created = err == nil
-		}
-		if created {
+		if run, created, err = s.startOnce(ctx, namespace, n); created {
 			return run, true, nil
 		}
 		if err != pgx.ErrNoRows {
@@ -191,17 +183,20 @@ func (s *Store) startHandedOff(ctx context.Context, conn *pgxpool.Conn, namespac
 	return run, true, nil
 }
 
-// startOrHandOff starts a run available now, handing it to a claim parked
-// for it if there is one once a connection is at hand (so that the claim
-// is not held back while the pool is busy).
-func (s *Store) startOrHandOff(ctx context.Context, namespace string, n domain.NewRun) (run domain.Run, created bool, err error) {
+// startOnce inserts the run once; a run available now goes to a claim
+// parked for it, if there is one once a connection is at hand (so that
+// the claim is not held back while the pool is busy). It returns
+// pgx.ErrNoRows when a live run holds the external ID.
+func (s *Store) startOnce(ctx context.Context, namespace string, n domain.NewRun) (run domain.Run, created bool, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return run, false, err
 	}
 	defer conn.Release()
-	if slot, ok := s.handoff.Offer(namespace, n.TaskQueue, n.WorkflowType); ok {
-		return s.startHandedOff(ctx, conn, namespace, n, slot)
+	if s.handoff != nil && n.StartAt == nil && n.StartDelay <= 0 {
+		if slot, ok := s.handoff.Offer(namespace, n.TaskQueue, n.WorkflowType); ok {
+			return s.startHandedOff(ctx, conn, namespace, n, slot)
+		}
 	}
 	row := conn.QueryRow(ctx, startRunSQL, newID(), namespace, n.TaskQueue, n.WorkflowType,
 		n.ExternalID, n.Version, n.Input, n.RetryPolicy, n.StartAt, n.StartDelay.Milliseconds())
