@@ -511,6 +511,46 @@ func TestStepFailureWithoutRetry(t *testing.T) {
 	}
 }
 
+// TestSleepWhoseWakeUpHasCome: a sleep call for a step still running whose
+// wake-up time has come (as after a claim by a replica of an older version,
+// which did not record sleep steps completed) resolves it: the step is
+// completed, the answer says resolved, and the lease goes on. A sleep step
+// begun without a wake-up time gets the first sleep call's.
+func TestSleepWhoseWakeUpHasCome(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	run, task := e.startClaimed(t, "sleeper", map[string]any{"task_queue": "due"})
+	if b := e.begin(t, run.RunID, "nap", lease(task.LeaseID, "kind", "sleep")); !b.ShouldExecute || b.Step.Status != "running" {
+		t.Fatalf("begin of a sleep step: got %+v, want it running", b)
+	}
+	if _, err := e.pool.Exec(context.Background(),
+		`UPDATE workflow_steps SET wake_up_at = now() - interval '1 second' WHERE run_id = $1 AND name = 'nap'`, run.RunID); err != nil {
+		t.Fatal(err)
+	}
+	var slept struct {
+		Status   string `json:"status"`
+		Resolved bool   `json:"resolved"`
+	}
+	e.workerCall(t, run.RunID, "sleep", lease(task.LeaseID, "step", "nap", "duration_ms", 3600000)).
+		wantStatus(t, http.StatusOK).decode(t, &slept)
+	if !slept.Resolved || slept.Status != "running" {
+		t.Fatalf("sleep whose wake-up has come: got %+v, want resolved and the run still running", slept)
+	}
+	if steps := e.steps(t, run.RunID); len(steps) != 1 || steps[0].Status != "completed" {
+		t.Fatalf("steps: got %+v, want the sleep completed", steps)
+	}
+	e.workerCall(t, run.RunID, "heartbeat", lease(task.LeaseID)).wantStatus(t, http.StatusOK)
+
+	// Begun without a wake-up time, a sleep step takes the first call's.
+	e.begin(t, run.RunID, "nap2", lease(task.LeaseID, "kind", "sleep"))
+	first := e.runCall(t, run.RunID, "sleep", lease(task.LeaseID, "step", "nap2", "duration_ms", 3600000))
+	steps := e.steps(t, run.RunID)
+	if first.Status != "sleeping" || len(steps) != 2 || steps[1].WakeUpAt == nil || !steps[1].WakeUpAt.Equal(first.AvailableAt) ||
+		steps[1].Status != "running" {
+		t.Fatalf("sleep of a begun step: run %s until %v, steps %+v; want sleeping until the step's wake-up", first.Status, first.AvailableAt, steps)
+	}
+}
+
 func TestDurableSleep(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withLongWait())
@@ -528,6 +568,9 @@ func TestDurableSleep(t *testing.T) {
 	if d := steps[0].WakeUpAt.Sub(steps[0].CreatedAt); d != 600*time.Millisecond {
 		t.Fatalf("the sleep wakes %s after it began, want 600ms", d)
 	}
+	if steps[0].Status != "running" {
+		t.Fatalf("the sleep step while the run sleeps: %s, want running until the claim after its wake-up", steps[0].Status)
+	}
 	e.workerCall(t, run.RunID, "heartbeat", lease(task.LeaseID)).wantProblem(t, http.StatusConflict, "lease_lost", "")
 
 	out := receiveClaim(t, e.claimAsync("sleep", map[string]any{"wait_ms": 30000}), 40*time.Second)
@@ -541,6 +584,12 @@ func TestDurableSleep(t *testing.T) {
 	task2 := out.tasks[0]
 	if task2.Attempt != 1 {
 		t.Fatalf("claim after a sleep: attempt %d, want 1 (the same attempt)", task2.Attempt)
+	}
+	if fmt.Sprint(historyNames(task2.Steps)) != "[nap:completed]" {
+		t.Fatalf("history of the claim after the wake-up: %v, want the sleep step completed", historyNames(task2.Steps))
+	}
+	if steps := e.steps(t, run.RunID); len(steps) != 1 || steps[0].Status != "completed" || steps[0].FinishedAt == nil {
+		t.Fatalf("steps after the claim that followed the wake-up: %+v, want the sleep completed", steps)
 	}
 	b := e.begin(t, run.RunID, "nap", lease(task2.LeaseID, "kind", "sleep"))
 	if b.ShouldExecute || b.Step.Kind != "sleep" || b.Step.Status != "completed" {

@@ -154,6 +154,13 @@ const claimTailSQL = `, claimed AS (
 	WHERE r.run_id = picked.run_id
 	RETURNING slots.ord, r.run_id, r.workflow_type, r.version, r.input, r.attempt, r.lease_id,
 		r.lease_expires_at, r.started_at = now() AS fresh
+), slept AS (
+	-- The claim that follows a durable sleep's wake-up records the sleep
+	-- step completed (only a run claimed before can have one).
+	UPDATE workflow_steps st SET status = 'completed', finished_at = now()
+	FROM claimed c
+	WHERE NOT c.fresh AND st.run_id = c.run_id AND st.kind = 'sleep' AND st.status = 'running'
+		AND st.wake_up_at <= now()
 ), dropped AS (
 	SELECT pg_notify('` + Channel + `', 'q:' || $1 || '/' || $2)
 	WHERE (SELECT count(*) FROM picked) > (SELECT count(*) FROM claimed)

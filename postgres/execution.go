@@ -256,17 +256,29 @@ WITH r AS (
 )
 SELECT r.*, pg_notify('` + Channel + `', 'q:' || namespace || '/' || task_queue) FROM r`
 
-const completeSleepStepSQL = `
-UPDATE workflow_steps SET status = 'completed', wake_up_at = $3, finished_at = now()
-WHERE run_id = $1 AND name = $2 AND status = 'running'`
+// setSleepDeadlineSQL gives a sleep step begun without one its wake-up
+// time; a deadline once set is never moved.
+const setSleepDeadlineSQL = `
+UPDATE workflow_steps SET wake_up_at = COALESCE(wake_up_at, $3)
+WHERE run_id = $1 AND name = $2 AND status = 'running'
+RETURNING wake_up_at`
+
+// completeDueSleepSQL records a running sleep step whose wake-up time has
+// come completed; it answers no row when the time has not come.
+const completeDueSleepSQL = `
+UPDATE workflow_steps SET status = 'completed', finished_at = now()
+WHERE run_id = $1 AND name = $2 AND kind = 'sleep' AND status = 'running' AND wake_up_at <= now()
+RETURNING true`
 
 const wakeTimeSQL = `SELECT COALESCE($1::timestamptz, now() + $2 * interval '1 millisecond')`
 
-// Sleep records the sleep step as done, with its wake-up time, and puts the
-// run to sleep until then; the lease ends. After the wake-up, the step's
-// begin returns shouldExecute false, and the step is in the history of the
-// run's tasks. A sleep already done changes nothing: it returns the run,
-// still held by the lease, and resolved true.
+// Sleep records the sleep step, running until its wake-up time, and puts
+// the run to sleep until then; the lease ends. The claim that follows the
+// wake-up records the step completed (claimTailSQL), so it is in that
+// task's history and its begin returns shouldExecute false. A sleep already
+// done changes nothing: it returns the run, still held by the lease, and
+// resolved true; so does a sleep whose wake-up time has come. The first
+// call for a step fixes its wake-up time: a later one never moves it.
 func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req domain.SleepRequest) (run domain.Run, resolved bool, err error) {
 	err = s.inTx(ctx, "sleep "+req.Step, func(tx pgx.Tx) error {
 		runAttempt, _, err := fence(ctx, tx, namespace, runID, leaseID)
@@ -278,20 +290,25 @@ func (s *Store) Sleep(ctx context.Context, namespace, runID, leaseID string, req
 			return err
 		}
 		latest, err := currentStep(ctx, tx, runID, req.Step, domain.StepSleep, runAttempt)
+		if err == nil && latest.found && latest.Status == domain.StepRunning {
+			// Its wake-up time is fixed; if it has come, the sleep is done.
+			err = tx.QueryRow(ctx, completeDueSleepSQL, runID, req.Step).Scan(&resolved)
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = tx.QueryRow(ctx, setSleepDeadlineSQL, runID, req.Step, wake).Scan(&wake)
+			}
+		}
 		switch {
 		case err != nil:
 			return err
-		case latest.found && latest.Status == domain.StepCompleted:
+		case resolved || latest.found && latest.Status == domain.StepCompleted:
 			resolved = true
 			err = scanRun(tx.QueryRow(ctx, getRunSQL, namespace, runID), &run, withPayload(&run)...)
 			fillPayload(&run)
 			return err
-		case latest.found && latest.Status == domain.StepRunning:
-			_, err = tx.Exec(ctx, completeSleepStepSQL, runID, req.Step, wake)
-		default:
+		case !latest.found || latest.Status != domain.StepRunning:
 			var st domain.Step
 			err = scanStep(tx.QueryRow(ctx, insertStepSQL, runID, req.Step, latest.Attempt+1,
-				domain.StepSleep, domain.StepCompleted, nil, nil, wake, runAttempt), &st)
+				domain.StepSleep, domain.StepRunning, nil, nil, wake, runAttempt), &st)
 		}
 		if err != nil {
 			return err
