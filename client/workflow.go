@@ -351,8 +351,14 @@ func (ex *execution) sleep(name string, body sleepBody) error {
 		return nil // woken up: the sleep is over
 	}
 	body.LeaseID, body.Step = ex.task.LeaseID, name
-	if err := ex.call(body, nil, "sleep"); err != nil {
+	var res struct {
+		Resolved bool `json:"resolved"`
+	}
+	if err := ex.call(body, &res, "sleep"); err != nil {
 		return err
+	}
+	if res.Resolved {
+		return nil // its time had come: the run goes on under the lease
 	}
 	return ex.suspend()
 }

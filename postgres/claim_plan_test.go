@@ -212,3 +212,53 @@ func TestClaimsArePlannedPerExecution(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimCompletesSleepsThroughAnIndex: the claim completes the due sleep
+// steps of the runs it claims (those claimed before). Over runs with many
+// steps, a claim of some types (the SDK's) expected so many runs that it
+// read all of workflow_steps instead of looking up each run's: it must
+// find them through an index.
+func TestClaimCompletesSleepsThroughAnIndex(t *testing.T) {
+	t.Parallel()
+	pool, _ := pgtest.NewPool(t)
+	ctx := context.Background()
+	exec := execer(t, pool)
+	exec(`INSERT INTO workflow_runs (run_id, namespace, task_queue, workflow_type, status, retry_policy,
+			available_at, attempt, new_attempt, started_at)
+		SELECT gen_random_uuid(), 'default', 'q', 'w', 'sleeping', '{}', now() - interval '1 second', 1, false,
+			now() - interval '1 minute'
+		FROM generate_series(1, 5000)`)
+	exec(`INSERT INTO workflow_steps (run_id, name, attempt, kind, status, run_attempt, wake_up_at, finished_at)
+		SELECT run_id, 's' || g, 1, CASE WHEN g = 21 THEN 'sleep' ELSE 'function' END,
+			CASE WHEN g = 21 THEN 'running' ELSE 'completed' END, 1,
+			CASE WHEN g = 21 THEN now() - interval '1 second' END, CASE WHEN g = 21 THEN NULL ELSE now() END
+		FROM workflow_runs, generate_series(1, 21) g`)
+	exec(`ANALYZE`)
+	slots := make([]*string, 100)
+	for name, sql := range map[string]string{"any": postgres.ClaimAnySQL, "typed": postgres.ClaimTypedSQL} {
+		types := []string{}
+		if name == "typed" {
+			types = []string{"w"}
+		}
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE) "+sql, "default", "q", types, 100, slots, 30000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		_ = tx.Rollback(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := strings.Join(lines, "\n")
+		if strings.Contains(plan, "Seq Scan on workflow_steps") {
+			t.Errorf("the %s claim reads all of workflow_steps for its sleep steps:\n%s", name, plan)
+		}
+		if !strings.Contains(plan, "workflow_steps_sleeping_idx") {
+			t.Errorf("the %s claim does not complete sleep steps through workflow_steps_sleeping_idx:\n%s", name, plan)
+		}
+	}
+}
