@@ -177,10 +177,15 @@ func (s *Store) startHandedOff(ctx context.Context, conn *pgxpool.Conn, namespac
 		}
 		return run, err == nil, err
 	}
-	slot.Deliver(domain.Task{RunID: run.RunID, Namespace: namespace, TaskQueue: run.TaskQueue,
-		WorkflowType: run.WorkflowType, Version: run.Version, Input: n.Input, Attempt: run.Attempt,
-		LeaseID: *leaseID, LeaseExpiresAt: *run.LeaseExpiresAt, Fresh: true})
+	slot.Deliver(startedTask(run.RunID, namespace, n, run.Attempt, *leaseID, *run.LeaseExpiresAt))
 	return run, true, nil
+}
+
+// startedTask is the task of a run n handed off as it started: its first
+// claim, so it has no history to load.
+func startedTask(runID, namespace string, n domain.NewRun, attempt int, leaseID string, expires time.Time) domain.Task {
+	return domain.Task{RunID: runID, Namespace: namespace, TaskQueue: n.TaskQueue, WorkflowType: n.WorkflowType,
+		Version: n.Version, Input: n.Input, Attempt: attempt, LeaseID: leaseID, LeaseExpiresAt: expires.UTC(), Fresh: true}
 }
 
 // startOnce inserts the run once; a run available now goes to a claim
@@ -405,10 +410,7 @@ func (s *Store) StartRuns(ctx context.Context, namespace string, items []domain.
 			}
 			continue
 		}
-		it := items[i]
-		slot.Deliver(domain.Task{RunID: ids[i], Namespace: namespace, TaskQueue: it.TaskQueue,
-			WorkflowType: it.WorkflowType, Version: it.Version, Input: it.Input, Attempt: c.attempt,
-			LeaseID: *c.leaseID, LeaseExpiresAt: c.expires.UTC(), Fresh: true})
+		slot.Deliver(startedTask(ids[i], namespace, items[i], c.attempt, *c.leaseID, *c.expires))
 	}
 	if err != nil {
 		s.releaseUncertain(uncertain...) // the commit may have happened

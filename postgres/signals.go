@@ -169,6 +169,15 @@ func (s *Store) SendSignal(ctx context.Context, namespace string, req domain.Sen
 	}
 }
 
+// inbox is what a send reads of its run, once locked: the run, its
+// inbox's counts, and the wait step the signal goes to (nil: none waits).
+type inbox struct {
+	runID, queue, workflowType string
+	status                     domain.RunStatus
+	buffered, last             int64
+	step                       *string
+}
+
 // sendSignal sends within tx, in two round trips: one reads (the key's
 // earlier send, the run, locked, and its inbox), the other writes (the
 // signal, and its delivery to the wait step waiting for it). A run it
@@ -176,65 +185,24 @@ func (s *Store) SendSignal(ctx context.Context, namespace string, req domain.Sen
 // and there is one; h says which.
 func (s *Store) sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req domain.SendSignal, limits domain.SignalLimits, h *handedOff) (domain.Signal, bool, error) {
 	var sg domain.Signal
-	lockSQL, inboxSQL, target := lockRunByIDSQL, inboxByIDSQL, req.Target.RunID
-	if target == "" {
-		lockSQL, inboxSQL, target = lockRunByExternalIDSQL, inboxByExternalIDSQL, req.Target.ExternalID
+	in, found, err := readInbox(ctx, tx, namespace, req, &sg)
+	if found || err != nil {
+		return sg, found, err
 	}
-	// Statements of a batch run one after the other, each with its own
-	// snapshot: the inbox is read once the run is locked.
-	reads := &pgx.Batch{}
-	if req.IdempotencyKey != "" {
-		reads.Queue(signalByKeySQL, namespace, req.IdempotencyKey)
-	}
-	reads.Queue(lockSQL, namespace, target)
-	reads.Queue(inboxSQL, namespace, target, req.Name)
-	br := tx.SendBatch(ctx, reads)
-	defer br.Close()
-	if req.IdempotencyKey != "" {
-		found, err := replaySignal(br.QueryRow(), req, &sg)
-		if found || err != nil {
-			return sg, found, err
-		}
-	}
-	var runID, queue, workflowType string
-	var status domain.RunStatus
-	var attempt int
-	err := br.QueryRow().Scan(&runID, &status, &attempt, &queue, &workflowType)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if req.Target.RunID != "" {
-			return sg, false, domain.Errorf(domain.CodeNotFound, "run %s not found", req.Target.RunID)
-		}
-		return sg, false, domain.Errorf(domain.CodeNotFound, "no live run holds external_id %q", req.Target.ExternalID)
-	}
-	if err != nil {
-		return sg, false, err
-	}
-	switch status {
-	case domain.RunCompleted, domain.RunFailed, domain.RunCancelled:
-		return sg, false, domain.Errorf(domain.CodeRunFinished, "run %s has finished (%s)", runID, status)
-	}
-	var buffered, last int64
-	var step *string // the wait step the signal goes to
-	if err := br.QueryRow().Scan(&buffered, &last, &step); err != nil {
-		return sg, false, err
-	}
-	if err := br.Close(); err != nil {
-		return sg, false, err
-	}
-	if last >= int64(limits.MaxPerRun) {
+	if in.last >= int64(limits.MaxPerRun) {
 		return sg, false, domain.Errorf(domain.CodeResourceExhausted,
-			"run %s has received %d signals, its most", runID, limits.MaxPerRun)
+			"run %s has received %d signals, its most", in.runID, limits.MaxPerRun)
 	}
-	if buffered >= int64(limits.MaxBuffered) {
+	if in.buffered >= int64(limits.MaxBuffered) {
 		return sg, false, &domain.Error{Code: domain.CodeResourceExhausted, RetryAfter: time.Second,
-			Message: fmt.Sprintf("run %s has %d signals waiting in its inbox, its most", runID, buffered)}
+			Message: fmt.Sprintf("run %s has %d signals waiting in its inbox, its most", in.runID, in.buffered)}
 	}
 
-	signalID, seq := newID(), last+1
+	signalID, seq := newID(), in.last+1
 	insertArgs := func(st domain.SignalStatus) []any {
-		return []any{signalID, namespace, runID, seq, req.Name, req.Input, st, step, req.IdempotencyKey, req.Target.Key()}
+		return []any{signalID, namespace, in.runID, seq, req.Name, req.Input, st, in.step, req.IdempotencyKey, req.Target.Key()}
 	}
-	if step == nil {
+	if in.step == nil {
 		err = scanSignal(tx.QueryRow(ctx, insertSignalSQL, insertArgs(domain.SignalBuffered)...), &sg)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return sg, false, errKeyRaced // rolled back; the key's first send is replayed
@@ -249,51 +217,102 @@ func (s *Store) sendSignal(ctx context.Context, tx pgx.Tx, namespace string, req
 	if err != nil {
 		return sg, false, err
 	}
-	if h != nil && s.handoff != nil && status == domain.RunSleeping {
-		h.slot, _ = s.handoff.Offer(namespace, queue, workflowType)
+	if h != nil && s.handoff != nil && in.status == domain.RunSleeping {
+		h.slot, _ = s.handoff.Offer(namespace, in.queue, in.workflowType)
 	}
-	var workerID *string
 	writes := &pgx.Batch{}
 	writes.Queue(insertSignalSQL, insertArgs(domain.SignalDelivered)...)
-	if h == nil || h.slot == nil {
-		writes.Queue(deliverSQL, runID, *step, out)
-	} else {
+	handOff := h != nil && h.slot != nil
+	if handOff {
+		var workerID *string
 		if id := h.slot.WorkerID(); id != "" {
 			workerID = &id
 		}
-		h.lease = domain.Lease{RunID: runID, LeaseID: newLeaseID()}
-		writes.Queue(deliverHandedOffSQL, runID, namespace, queue, workerID, s.leaseDuration.Milliseconds(), *step, out,
-			h.lease.LeaseID)
+		h.lease = domain.Lease{RunID: in.runID, LeaseID: newLeaseID()}
+		writes.Queue(deliverHandedOffSQL, in.runID, namespace, in.queue, workerID, s.leaseDuration.Milliseconds(),
+			*in.step, out, h.lease.LeaseID)
+	} else {
+		writes.Queue(deliverSQL, in.runID, *in.step, out)
 	}
 	bw := tx.SendBatch(ctx, writes)
 	defer bw.Close()
 	err = scanSignal(bw.QueryRow(), &sg)
-	if errors.Is(err, pgx.ErrNoRows) {
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
 		return sg, false, errKeyRaced
-	}
-	if err != nil {
+	case err != nil:
 		return sg, false, err
-	}
-	if h == nil || h.slot == nil {
+	case handOff:
+		err = readHandedOff(bw.QueryRow(), namespace, in, h)
+	default:
 		_, err = bw.Exec()
-		return sg, false, err
-	}
-	t := domain.Task{RunID: runID, Namespace: namespace, TaskQueue: queue}
-	var newStatus domain.RunStatus
-	var leaseID *string
-	var expires *time.Time
-	err = bw.QueryRow().Scan(&newStatus, &t.WorkflowType, &t.Version, &t.Input, &t.Attempt, &leaseID, &expires, nil)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return sg, false, bw.Close() // it waits no more: its deadline came first
-	}
-	if err == nil && newStatus == domain.RunRunning && leaseID != nil {
-		t.LeaseID, t.LeaseExpiresAt = *leaseID, expires.UTC()
-		h.task = &t
 	}
 	if err != nil {
 		return sg, false, err
 	}
 	return sg, false, bw.Close()
+}
+
+// readInbox reads, in one round trip, the earlier send of the request's
+// idempotency key (found: sg is its signal, or the request is refused),
+// then the run, locked, and its inbox. Statements of a batch run one after
+// the other, each with its own snapshot: the inbox is read once the run is
+// locked.
+func readInbox(ctx context.Context, tx pgx.Tx, namespace string, req domain.SendSignal, sg *domain.Signal) (in inbox, found bool, err error) {
+	lockSQL, inboxSQL, target := lockRunByIDSQL, inboxByIDSQL, req.Target.RunID
+	if target == "" {
+		lockSQL, inboxSQL, target = lockRunByExternalIDSQL, inboxByExternalIDSQL, req.Target.ExternalID
+	}
+	reads := &pgx.Batch{}
+	if req.IdempotencyKey != "" {
+		reads.Queue(signalByKeySQL, namespace, req.IdempotencyKey)
+	}
+	reads.Queue(lockSQL, namespace, target)
+	reads.Queue(inboxSQL, namespace, target, req.Name)
+	br := tx.SendBatch(ctx, reads)
+	defer br.Close()
+	if req.IdempotencyKey != "" {
+		if found, err = replaySignal(br.QueryRow(), req, sg); found || err != nil {
+			return in, found, err
+		}
+	}
+	var attempt int
+	err = br.QueryRow().Scan(&in.runID, &in.status, &attempt, &in.queue, &in.workflowType)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows) && req.Target.RunID != "":
+		return in, false, domain.Errorf(domain.CodeNotFound, "run %s not found", req.Target.RunID)
+	case errors.Is(err, pgx.ErrNoRows):
+		return in, false, domain.Errorf(domain.CodeNotFound, "no live run holds external_id %q", req.Target.ExternalID)
+	case err != nil:
+		return in, false, err
+	}
+	switch in.status {
+	case domain.RunCompleted, domain.RunFailed, domain.RunCancelled:
+		return in, false, domain.Errorf(domain.CodeRunFinished, "run %s has finished (%s)", in.runID, in.status)
+	}
+	if err := br.QueryRow().Scan(&in.buffered, &in.last, &in.step); err != nil {
+		return in, false, err
+	}
+	return in, false, br.Close()
+}
+
+// readHandedOff reads deliverHandedOffSQL's answer: when it claimed the
+// run for h's parked claim, h gets the task to hand over at commit. No row:
+// the run waits no more (its deadline came first).
+func readHandedOff(row pgx.Row, namespace string, in inbox, h *handedOff) error {
+	t := domain.Task{RunID: in.runID, Namespace: namespace, TaskQueue: in.queue}
+	var status domain.RunStatus
+	var leaseID *string
+	var expires *time.Time
+	err := row.Scan(&status, &t.WorkflowType, &t.Version, &t.Input, &t.Attempt, &leaseID, &expires, nil)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err == nil && status == domain.RunRunning && leaseID != nil {
+		t.LeaseID, t.LeaseExpiresAt = *leaseID, expires.UTC()
+		h.task = &t
+	}
+	return err
 }
 
 // replaySignal reads the lookup of the send's idempotency key (row):
